@@ -1,0 +1,363 @@
+//! The configuration tree: one serde structure, every field defaulted and documented.
+//!
+//! `hawker serve` and `hawker token` read the same tree, either from a TOML file
+//! (`--config FILE`) or from the embedded default ([`Config::default`]). Unknown keys are an
+//! error naming the key (`deny_unknown_fields`). `configs/hawker.toml` mirrors this file with
+//! every key commented.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Video codecs a show may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// H.264, packetization-mode 1.
+    H264,
+    /// VP8.
+    Vp8,
+}
+
+impl VideoCodec {
+    /// Lower-case name used in the API and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "h264",
+            VideoCodec::Vp8 => "vp8",
+        }
+    }
+}
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this tree (unknown keys are named here).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the offending key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where persistent state lives (token secret, order store). Relative paths are resolved
+    /// against the current directory.
+    pub data_dir: PathBuf,
+    /// HTTP signalling, API and pages.
+    pub http: Http,
+    /// Media plane.
+    pub media: Media,
+    /// Tokens.
+    pub auth: Auth,
+    /// Prometheus metrics listener.
+    pub metrics: Metrics,
+    /// Shows.
+    pub shows: Shows,
+    /// Orders and webhooks.
+    pub commerce: Commerce,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Address of the HTTP listener (WHIP, WHEP, REST API, pages).
+    pub listen: SocketAddr,
+    /// Largest accepted request body (SDP offers, JSON), in bytes.
+    pub max_body_bytes: usize,
+    /// Base URL printed and used in links; defaults to `http://{listen}`.
+    pub public_url: Option<String>,
+}
+
+/// Media plane settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// Number of shards (threads, each with one UDP socket). 0 = one per core.
+    pub shards: usize,
+    /// IP the media sockets bind to.
+    pub bind_ip: IpAddr,
+    /// First UDP port; shard `i` listens on `port_base + i`. 0 = ephemeral ports.
+    pub port_base: u16,
+    /// IP announced in ICE candidates (defaults to `bind_ip`, which must then not be 0.0.0.0).
+    pub announce_ip: Option<IpAddr>,
+    /// Minimum interval between keyframe requests sent to a publisher, per show.
+    #[serde(with = "humantime_serde_compat")]
+    pub keyframe_interval: Duration,
+    /// A peer that has not completed ICE within this time is dropped.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Maximum peers per shard; further offers get 503.
+    pub max_peers_per_shard: usize,
+}
+
+/// Token settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// HS256 secret. When absent, a random secret is generated once and kept in
+    /// `{data_dir}/secret`.
+    pub secret: Option<String>,
+    /// Whether viewers may watch without a token.
+    pub anonymous_viewers: bool,
+    /// Default lifetime of tokens printed by `hawker token`.
+    #[serde(with = "humantime_serde_compat")]
+    pub default_ttl: Duration,
+}
+
+/// Metrics listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Address of the `/metrics` listener; separate from the public HTTP listener.
+    pub listen: SocketAddr,
+}
+
+/// Show defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shows {
+    /// Video codecs of a show created implicitly on first use, in preference order.
+    pub default_video_codecs: Vec<VideoCodec>,
+    /// Whether a show is created on first WHIP/WHEP use (otherwise it must exist via the API).
+    pub create_on_first_use: bool,
+}
+
+/// Orders and webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Commerce {
+    /// Largest quantity in one order.
+    pub max_qty_per_order: u32,
+    /// Buys a viewer may place per minute.
+    pub buys_per_minute: u32,
+    /// Questions a viewer may ask per minute.
+    pub questions_per_minute: u32,
+    /// Longest question, in characters.
+    pub max_question_chars: usize,
+    /// Webhook receivers: every event is POSTed to each.
+    pub webhook_urls: Vec<String>,
+    /// HMAC-SHA256 key for the `X-Hawker-Signature` header; defaults to the token secret.
+    pub webhook_secret: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("hawker-data"),
+            http: Http::default(),
+            media: Media::default(),
+            auth: Auth::default(),
+            metrics: Metrics::default(),
+            shows: Shows::default(),
+            commerce: Commerce::default(),
+        }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: "127.0.0.1:8080".parse().expect("static addr"),
+            max_body_bytes: 64 * 1024,
+            public_url: None,
+        }
+    }
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            shards: 0,
+            bind_ip: "127.0.0.1".parse().expect("static ip"),
+            port_base: 0,
+            announce_ip: None,
+            keyframe_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(15),
+            max_peers_per_shard: 10_000,
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            secret: None,
+            anonymous_viewers: true,
+            default_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: "127.0.0.1:9090".parse().expect("static addr"),
+        }
+    }
+}
+
+impl Default for Shows {
+    fn default() -> Self {
+        Shows {
+            default_video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
+            create_on_first_use: true,
+        }
+    }
+}
+
+impl Default for Commerce {
+    fn default() -> Self {
+        Commerce {
+            max_qty_per_order: 10,
+            buys_per_minute: 30,
+            questions_per_minute: 6,
+            max_question_chars: 500,
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
+        }
+    }
+}
+
+impl Config {
+    /// Load from a TOML file, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
+        let cfg = match path {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::from_toml(&text).map_err(|e| match e {
+                    Error::Parse { message, .. } => Error::Parse {
+                        path: p.to_path_buf(),
+                        message,
+                    },
+                    other => other,
+                })?
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        let cfg: Config = toml::from_str(text).map_err(|e| Error::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.shows.default_video_codecs.is_empty() {
+            return Err(Error::Invalid(
+                "shows.default_video_codecs must name at least one codec".into(),
+            ));
+        }
+        if self.media.announce_ip.is_none() && self.media.bind_ip.is_unspecified() {
+            return Err(Error::Invalid(
+                "media.announce_ip is required when media.bind_ip is unspecified".into(),
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(Error::Invalid(
+                "http.max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of shards after resolving 0 to the core count.
+    pub fn shard_count(&self) -> usize {
+        if self.media.shards == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.media.shards
+        }
+    }
+
+    /// The IP put into ICE candidates.
+    pub fn announce_ip(&self) -> IpAddr {
+        self.media.announce_ip.unwrap_or(self.media.bind_ip)
+    }
+
+    /// Base URL for printed links.
+    pub fn public_url(&self) -> String {
+        self.http
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http.listen))
+    }
+}
+
+/// Durations in the config are human strings ("500ms", "1h").
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[media]\nshardz = 2\n").unwrap_err();
+        assert!(err.to_string().contains("shardz"), "{err}");
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_keeps_the_rest() {
+        let cfg = Config::from_toml(
+            "[media]\nshards = 3\nkeyframe_interval = \"250ms\"\n[auth]\nanonymous_viewers = false\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.shard_count(), 3);
+        assert_eq!(cfg.media.keyframe_interval, Duration::from_millis(250));
+        assert!(!cfg.auth.anonymous_viewers);
+        assert_eq!(cfg.http.listen.port(), 8080);
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../configs/hawker.toml");
+        Config::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn empty_codec_list_is_rejected() {
+        assert!(Config::from_toml("[shows]\ndefault_video_codecs = []\n").is_err());
+    }
+}

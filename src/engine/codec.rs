@@ -1,0 +1,106 @@
+//! Just enough payload parsing to find keyframes (VP8, H.264) without depacketizing.
+
+use super::forwarder::Codec;
+
+/// Whether this RTP payload is the first packet of a keyframe.
+///
+/// VP8 (RFC 7741): the payload descriptor's S bit with partition index 0 starts a frame; the
+/// frame tag's P bit (bit 0 of the first byte) is 0 for a keyframe.
+/// H.264 (RFC 6184): an IDR slice (NAL type 5) or SPS (7) in a single NAL unit, inside a STAP-A
+/// aggregate, or in the start fragment of an FU-A.
+pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Opus => false,
+        Codec::Vp8 => vp8_keyframe_start(payload),
+        Codec::H264 => h264_keyframe_start(payload),
+    }
+}
+
+fn vp8_keyframe_start(p: &[u8]) -> bool {
+    let Some(&b0) = p.first() else { return false };
+    let x = b0 & 0x80 != 0;
+    let s = b0 & 0x10 != 0;
+    let pid = b0 & 0x07;
+    if !s || pid != 0 {
+        return false;
+    }
+    let mut i = 1;
+    if x {
+        let Some(&xb) = p.get(i) else { return false };
+        i += 1;
+        if xb & 0x80 != 0 {
+            // PictureID, 7 or 15 bits.
+            let Some(&pb) = p.get(i) else { return false };
+            i += if pb & 0x80 != 0 { 2 } else { 1 };
+        }
+        if xb & 0x40 != 0 {
+            i += 1; // TL0PICIDX
+        }
+        if xb & 0x30 != 0 {
+            i += 1; // TID/Y/KEYIDX
+        }
+    }
+    matches!(p.get(i), Some(tag) if tag & 0x01 == 0)
+}
+
+fn h264_keyframe_start(p: &[u8]) -> bool {
+    let Some(&b0) = p.first() else { return false };
+    match b0 & 0x1F {
+        5 | 7 => true,
+        // STAP-A: 16-bit sizes followed by NAL units.
+        24 => {
+            let mut i = 1;
+            while i + 2 < p.len() {
+                let len = u16::from_be_bytes([p[i], p[i + 1]]) as usize;
+                if let Some(&nal) = p.get(i + 2) {
+                    if matches!(nal & 0x1F, 5 | 7) {
+                        return true;
+                    }
+                }
+                i += 2 + len;
+            }
+            false
+        }
+        // FU-A start fragment of an IDR.
+        28 => matches!(p.get(1), Some(h) if h & 0x80 != 0 && h & 0x1F == 5),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vp8() {
+        assert!(is_keyframe_start(Codec::Vp8, &[0x10, 0x50, 0x02, 0x00]));
+        // Delta frame.
+        assert!(!is_keyframe_start(Codec::Vp8, &[0x10, 0x51, 0x02, 0x00]));
+        // Not the start of the partition.
+        assert!(!is_keyframe_start(Codec::Vp8, &[0x00, 0x50]));
+        // Extended with 15-bit picture id.
+        assert!(is_keyframe_start(
+            Codec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x50]
+        ));
+        assert!(!is_keyframe_start(Codec::Vp8, &[0x90, 0x80, 0x81]));
+        assert!(!is_keyframe_start(Codec::Vp8, &[]));
+    }
+
+    #[test]
+    fn h264() {
+        assert!(is_keyframe_start(Codec::H264, &[0x65, 0x88]));
+        assert!(is_keyframe_start(Codec::H264, &[0x67, 0x42]));
+        assert!(!is_keyframe_start(Codec::H264, &[0x41, 0x9a]));
+        // STAP-A with SPS inside.
+        assert!(is_keyframe_start(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68]
+        ));
+        // FU-A start of IDR, and a middle fragment.
+        assert!(is_keyframe_start(Codec::H264, &[0x7c, 0x85, 0x00]));
+        assert!(!is_keyframe_start(Codec::H264, &[0x7c, 0x05, 0x00]));
+        // Truncated STAP-A does not panic.
+        assert!(!is_keyframe_start(Codec::H264, &[0x78, 0xff, 0xff]));
+    }
+}

@@ -1,0 +1,408 @@
+//! The media plane: share-nothing shards, each an OS thread with one UDP socket and its peers.
+//!
+//! * A peer (publisher or viewer) is a `str0m::Rtc` in RTP mode with ICE-lite, owned by exactly
+//!   one shard and found by a hash map on its source address.
+//! * Every show has a *home shard* (`hash(show) % shards`); its publisher always lives there, so
+//!   the show's numbering ([`forwarder::SourceMap`]) and keyframe gate never move. The home
+//!   shard maps each publisher packet once and hands one `Arc`'d [`MediaPacket`] to every shard;
+//!   each shard writes it to its local viewers ([`forwarder::decide`] per viewer).
+//! * Signalling reaches a shard as a [`Msg`] over a channel plus a `mio` waker; the shard
+//!   answers on a oneshot. Shards report peer life-cycle and data-channel traffic to the
+//!   control plane as [`Event`]s.
+//!
+//! The shard logic ([`shard::Core`]) is sans-IO: time and datagrams are arguments, transmits
+//! and cross-shard messages are outputs; [`shard::run`] is the thin driver around a socket.
+
+pub mod codec;
+pub mod forwarder;
+pub mod keyframe;
+mod peer;
+pub mod shard;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, VideoCodec};
+use crate::metrics::Metrics;
+
+/// Identifies a peer across the engine.
+pub type PeerId = u64;
+
+/// What a peer does in its show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The seller's WHIP session.
+    Publisher,
+    /// A viewer's WHEP session.
+    Viewer,
+}
+
+impl Role {
+    /// Label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// Why a peer could not be added.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The offer was refused by the WebRTC engine.
+    #[error("offer rejected: {0}")]
+    Offer(String),
+    /// The offer has no codec this show can use.
+    #[error("offer has no codec this show can use: {0}")]
+    NoCodec(String),
+    /// Shard at capacity.
+    #[error("server at capacity")]
+    Full,
+    /// The engine is shutting down.
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+/// One show's video clock, written by its home shard and read by the control plane (events
+/// stamped with `rtp_ts`). Plain atomics: written once per video packet, never locked.
+#[derive(Debug, Default)]
+pub struct Clock {
+    /// Newest show video timestamp (valid when `has_ts` is non-zero).
+    latest_ts: AtomicU64,
+    /// RTCP sender report mapping, packed: NTP time in microseconds since the Unix epoch.
+    sr_ntp_us: AtomicU64,
+    /// Show-numbered RTP timestamp of that sender report (valid when `sr_ntp_us` is non-zero).
+    sr_rtp: AtomicU64,
+}
+
+impl Clock {
+    /// Record the newest video timestamp.
+    pub fn set_latest(&self, ts: u32) {
+        self.latest_ts
+            .store((1 << 32) | ts as u64, Ordering::Relaxed);
+    }
+
+    /// Newest show video timestamp, if any packet arrived yet.
+    pub fn latest(&self) -> Option<u32> {
+        let v = self.latest_ts.load(Ordering::Relaxed);
+        (v >> 32 != 0).then_some(v as u32)
+    }
+
+    /// Record a sender report, converted to show numbering.
+    pub fn set_sender_report(&self, ntp_us: u64, show_rtp: u32) {
+        self.sr_rtp.store(show_rtp as u64, Ordering::Relaxed);
+        self.sr_ntp_us.store(ntp_us, Ordering::Release);
+    }
+
+    /// The latest sender report as (NTP µs since the epoch, show RTP timestamp).
+    pub fn sender_report(&self) -> Option<(u64, u32)> {
+        let ntp = self.sr_ntp_us.load(Ordering::Acquire);
+        (ntp != 0).then(|| (ntp, self.sr_rtp.load(Ordering::Relaxed) as u32))
+    }
+}
+
+/// A show as the media plane sees it.
+#[derive(Debug, Clone)]
+pub struct ShowSpec {
+    /// Show id.
+    pub id: Arc<str>,
+    /// Video codecs allowed, in preference order.
+    pub video_codecs: Vec<VideoCodec>,
+    /// The show's video clock.
+    pub clock: Arc<Clock>,
+}
+
+/// A publisher packet in the show's numbering, shared by every shard.
+#[derive(Debug)]
+pub struct MediaPacket {
+    /// Show id.
+    pub show: Arc<str>,
+    /// Header fields in show numbering.
+    pub pkt: forwarder::Packet,
+    /// RTP payload, shared.
+    pub payload: Arc<[u8]>,
+    /// When the home shard received it.
+    pub arrival: Instant,
+}
+
+/// Request to add a peer.
+pub struct AddPeer {
+    /// Engine-wide id.
+    pub id: PeerId,
+    /// The show.
+    pub show: ShowSpec,
+    /// Publisher or viewer.
+    pub role: Role,
+    /// The SDP offer.
+    pub offer: str0m::change::SdpOffer,
+    /// Answer SDP, or why not.
+    pub reply: oneshot::Sender<Result<String, Error>>,
+}
+
+/// Whom a data-channel text message is for.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// One peer.
+    Peer(PeerId),
+    /// Every viewer of a show (on every shard).
+    Viewers(Arc<str>),
+}
+
+/// Messages to a shard.
+pub enum Msg {
+    /// Add a peer.
+    Add(Box<AddPeer>),
+    /// Remove a peer (WHIP/WHEP DELETE); replies whether it existed.
+    Remove(PeerId, oneshot::Sender<bool>),
+    /// A packet to fan out to this shard's viewers.
+    Media(Arc<MediaPacket>),
+    /// A viewer somewhere wants a keyframe of this show (sent to the home shard).
+    KeyframeWanted(Arc<str>),
+    /// Send text on the `events` data channel.
+    Text(Target, Arc<str>),
+    /// Close every peer and stop.
+    Shutdown,
+}
+
+/// What shards tell the control plane.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// ICE+DTLS completed.
+    Connected {
+        /// Peer.
+        peer: PeerId,
+        /// Show.
+        show: Arc<str>,
+        /// Role.
+        role: Role,
+    },
+    /// The peer is gone (closed, timed out, deleted).
+    Gone {
+        /// Peer.
+        peer: PeerId,
+        /// Show.
+        show: Arc<str>,
+        /// Role.
+        role: Role,
+    },
+    /// The `events` data channel opened.
+    ChannelOpen {
+        /// Peer.
+        peer: PeerId,
+        /// Show.
+        show: Arc<str>,
+        /// Role.
+        role: Role,
+    },
+    /// Text arrived on the `events` channel.
+    Text {
+        /// Peer.
+        peer: PeerId,
+        /// Show.
+        show: Arc<str>,
+        /// Role.
+        role: Role,
+        /// The message.
+        text: String,
+    },
+}
+
+/// A shard as seen from outside.
+pub struct Handle {
+    tx: Sender<Msg>,
+    waker: Arc<mio::Waker>,
+    /// The shard's UDP address.
+    pub addr: SocketAddr,
+    /// Peers currently on the shard.
+    pub peers: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Send a message and wake the shard.
+    pub fn send(&self, msg: Msg) -> bool {
+        let ok = self.tx.send(msg).is_ok();
+        let _ = self.waker.wake();
+        ok
+    }
+}
+
+/// All shards.
+pub struct Engine {
+    shards: Vec<Handle>,
+    next_id: AtomicU64,
+}
+
+impl Engine {
+    /// Bind one socket per shard and start the shard threads.
+    pub fn start(
+        cfg: &Config,
+        metrics: &Metrics,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> std::io::Result<Engine> {
+        let n = cfg.shard_count();
+        let mut sockets = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = if cfg.media.port_base == 0 {
+                0
+            } else {
+                cfg.media.port_base + i as u16
+            };
+            let sock = std::net::UdpSocket::bind(SocketAddr::new(cfg.media.bind_ip, port))?;
+            sock.set_nonblocking(true)?;
+            let s2 = socket2::SockRef::from(&sock);
+            let _ = s2.set_recv_buffer_size(8 << 20);
+            let _ = s2.set_send_buffer_size(8 << 20);
+            sockets.push(sock);
+        }
+        let mut pollers = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        for sock in &sockets {
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), shard::WAKER)?);
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let local = sock.local_addr()?;
+            let announce = SocketAddr::new(cfg.announce_ip(), local.port());
+            handles.push(Handle {
+                tx,
+                waker,
+                addr: announce,
+                peers: Arc::new(AtomicUsize::new(0)),
+                thread: None,
+            });
+            pollers.push(poll);
+            receivers.push(rx);
+        }
+        let peers: Vec<shard::Link> = handles
+            .iter()
+            .map(|h| shard::Link {
+                tx: h.tx.clone(),
+                waker: h.waker.clone(),
+            })
+            .collect();
+        for (i, ((sock, poll), rx)) in sockets.into_iter().zip(pollers).zip(receivers).enumerate() {
+            let settings = shard::Settings {
+                index: i,
+                announce: handles[i].addr,
+                keyframe_interval: cfg.media.keyframe_interval,
+                connect_timeout: cfg.media.connect_timeout,
+                max_peers: cfg.media.max_peers_per_shard,
+            };
+            let core = shard::Core::new(
+                settings,
+                metrics.shard(i),
+                handles[i].peers.clone(),
+                events.clone(),
+            );
+            let others = peers.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("hawker-shard-{i}"))
+                .spawn(move || shard::run(core, sock, poll, rx, others))?;
+            handles[i].thread = Some(t);
+        }
+        Ok(Engine {
+            shards: handles,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard handles.
+    pub fn shards(&self) -> &[Handle] {
+        &self.shards
+    }
+
+    /// The shard where a show's publisher lives.
+    pub fn home_shard(&self, show: &str) -> usize {
+        shard::home_of(show, self.shards.len())
+    }
+
+    /// The shard a new viewer goes to: the least loaded.
+    pub fn pick_viewer_shard(&self) -> usize {
+        self.shards
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, h)| (h.peers.load(Ordering::Relaxed), *i))
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    }
+
+    /// A fresh peer id.
+    pub fn next_peer_id(&self) -> PeerId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Add a peer on `shard`; resolves to the SDP answer.
+    pub async fn add_peer(
+        &self,
+        shard: usize,
+        id: PeerId,
+        show: ShowSpec,
+        role: Role,
+        offer: str0m::change::SdpOffer,
+    ) -> Result<String, Error> {
+        let (reply, rx) = oneshot::channel();
+        let msg = Msg::Add(Box::new(AddPeer {
+            id,
+            show,
+            role,
+            offer,
+            reply,
+        }));
+        if !self.shards[shard].send(msg) {
+            return Err(Error::ShuttingDown);
+        }
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Remove a peer; resolves to whether it existed.
+    pub async fn remove_peer(&self, shard: usize, id: PeerId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if !self.shards[shard].send(Msg::Remove(id, reply)) {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Send text on the events channel of one peer on `shard`.
+    pub fn send_text(&self, shard: usize, peer: PeerId, text: Arc<str>) {
+        self.shards[shard].send(Msg::Text(Target::Peer(peer), text));
+    }
+
+    /// Send text to every viewer of a show (one shared allocation for all).
+    pub fn broadcast_text(&self, show: &Arc<str>, text: Arc<str>) {
+        for h in &self.shards {
+            h.send(Msg::Text(Target::Viewers(show.clone()), text.clone()));
+        }
+    }
+
+    /// Close every peer and join the shard threads.
+    pub fn shutdown(&mut self) {
+        for h in &self.shards {
+            h.send(Msg::Shutdown);
+        }
+        for h in &mut self.shards {
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

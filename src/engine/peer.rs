@@ -1,0 +1,146 @@
+//! One WebRTC peer on a shard: a `str0m::Rtc` plus what hawker tracks about it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::channel::ChannelId;
+use str0m::format::Codec as StrCodec;
+use str0m::media::Mid;
+use str0m::rtp::Ssrc;
+use str0m::Rtc;
+
+use super::forwarder::{self, Codec, PtMap, Track};
+use super::{PeerId, Role};
+
+/// An outgoing (viewer) track.
+pub(crate) struct OutTrack {
+    pub ssrc: Ssrc,
+    pub fwd: forwarder::Viewer,
+}
+
+pub(crate) struct Peer {
+    pub id: PeerId,
+    pub rtc: Rtc,
+    pub show: Arc<str>,
+    pub role: Role,
+    pub addrs: Vec<SocketAddr>,
+    pub connected: bool,
+    pub created: Instant,
+    /// When str0m wants `Input::Timeout` next.
+    pub deadline: Instant,
+    /// The `events` data channel, once open.
+    pub channel: Option<ChannelId>,
+    /// Publisher: payload type → codec, filled lazily from the negotiated parameters.
+    pub codecs: HashMap<u8, Option<Codec>>,
+    /// Publisher: the video media line, for keyframe requests.
+    pub video_mid: Option<Mid>,
+    /// Publisher: last video SSRC seen.
+    pub video_ssrc: Option<Ssrc>,
+    /// Publisher: NTP time of the last sender report applied to the clock.
+    pub last_sr_ntp: Option<std::time::SystemTime>,
+    /// Viewer: outgoing tracks.
+    pub video: Option<OutTrack>,
+    pub audio: Option<OutTrack>,
+    /// Viewer: negotiated payload types.
+    pub pts: PtMap,
+}
+
+impl Peer {
+    pub fn new(id: PeerId, rtc: Rtc, show: Arc<str>, role: Role, now: Instant) -> Peer {
+        Peer {
+            id,
+            rtc,
+            show,
+            role,
+            addrs: Vec::new(),
+            connected: false,
+            created: now,
+            deadline: now,
+            channel: None,
+            codecs: HashMap::new(),
+            video_mid: None,
+            video_ssrc: None,
+            last_sr_ntp: None,
+            video: None,
+            audio: None,
+            pts: PtMap::default(),
+        }
+    }
+
+    /// The codec of an incoming payload type (publisher side).
+    pub fn codec_of(&mut self, pt: u8) -> Option<Codec> {
+        if let Some(c) = self.codecs.get(&pt) {
+            return *c;
+        }
+        let c = self
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| *p.pt() == pt)
+            .and_then(|p| map_codec(p.spec().codec, p.spec().format.packetization_mode));
+        self.codecs.insert(pt, c);
+        c
+    }
+
+    /// Set up an outgoing track after negotiation (viewer side).
+    pub fn add_out_track(&mut self, mid: Mid, track: Track) {
+        let Some(ssrc) = self
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .map(|s| s.ssrc())
+        else {
+            return;
+        };
+        let remote: Vec<u8> = self
+            .rtc
+            .media(mid)
+            .map(|m| m.remote_pts().iter().map(|p| **p).collect())
+            .unwrap_or_default();
+        let params = self.rtc.codec_config().params().to_vec();
+        let mut h264_pick: Option<(u8, bool)> = None;
+        for pt in remote {
+            let Some(p) = params.iter().find(|p| *p.pt() == pt) else {
+                continue;
+            };
+            let spec = p.spec();
+            match map_codec(spec.codec, spec.format.packetization_mode) {
+                Some(Codec::Opus) if self.pts.opus.is_none() => self.pts.opus = Some(pt),
+                Some(Codec::Vp8) if self.pts.vp8.is_none() => self.pts.vp8 = Some(pt),
+                Some(Codec::H264) => {
+                    // Prefer constrained baseline, the profile browsers and OBS publish.
+                    let cb = spec.format.profile_level_id == Some(0x42e01f);
+                    match h264_pick {
+                        None => h264_pick = Some((pt, cb)),
+                        Some((_, false)) if cb => h264_pick = Some((pt, cb)),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some((pt, _)) = h264_pick {
+            self.pts.h264 = Some(pt);
+        }
+        let out = OutTrack {
+            ssrc,
+            fwd: forwarder::Viewer::new(),
+        };
+        match track {
+            Track::Audio => self.audio = Some(out),
+            Track::Video => self.video = Some(out),
+        }
+    }
+}
+
+fn map_codec(c: StrCodec, packetization_mode: Option<u8>) -> Option<Codec> {
+    match c {
+        StrCodec::Opus => Some(Codec::Opus),
+        StrCodec::Vp8 => Some(Codec::Vp8),
+        StrCodec::H264 if packetization_mode == Some(1) => Some(Codec::H264),
+        _ => None,
+    }
+}

@@ -1,0 +1,894 @@
+//! A shard: the sans-IO [`Core`] that owns peers and shows, and the thin [`run`] driver that
+//! owns the UDP socket, the waker and the clock.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use str0m::change::SdpOffer;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::codec::is_keyframe_start;
+use super::forwarder::{self, Codec, Decision, Incoming, SourceMap, Track};
+use super::keyframe::Gate;
+use super::{AddPeer, Clock, Error, Event, MediaPacket, Msg, PeerId, Role, Target};
+use crate::config::VideoCodec;
+use crate::metrics::ShardMetrics;
+
+/// mio token of the socket.
+pub const SOCKET: mio::Token = mio::Token(0);
+/// mio token of the waker.
+pub const WAKER: mio::Token = mio::Token(1);
+
+/// The label of the commerce data channel.
+pub const EVENTS_LABEL: &str = "events";
+
+/// The home shard of a show.
+pub fn home_of(show: &str, shards: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    show.hash(&mut h);
+    (h.finish() % shards.max(1) as u64) as usize
+}
+
+/// A way to reach another shard.
+#[derive(Clone)]
+pub struct Link {
+    /// Message channel.
+    pub tx: Sender<Msg>,
+    /// Its waker.
+    pub waker: Arc<mio::Waker>,
+}
+
+/// Static shard settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Shard index.
+    pub index: usize,
+    /// Address announced in ICE candidates.
+    pub announce: SocketAddr,
+    /// Keyframe request throttle interval.
+    pub keyframe_interval: Duration,
+    /// ICE+DTLS must complete within this.
+    pub connect_timeout: Duration,
+    /// Peer cap.
+    pub max_peers: usize,
+}
+
+/// Where a cross-shard message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// One shard.
+    Shard(usize),
+    /// Every other shard.
+    Others,
+}
+
+/// Show state on one shard.
+struct LocalShow {
+    viewers: Vec<usize>,
+    publisher: Option<usize>,
+    /// Present on the show's home shard.
+    home: Option<Home>,
+}
+
+/// The show state that lives on its home shard.
+struct Home {
+    audio: SourceMap,
+    video: SourceMap,
+    gate: Gate,
+    clock: Arc<Clock>,
+    video_codecs: Vec<VideoCodec>,
+    /// Previous video packet (show seq, ts, marker) to find frame starts.
+    prev_video: Option<(u64, u32, bool)>,
+}
+
+/// The shard's sans-IO core.
+pub struct Core {
+    s: Settings,
+    metrics: ShardMetrics,
+    peer_count: Arc<AtomicUsize>,
+    events: UnboundedSender<Event>,
+    peers: Vec<Option<Peer2>>,
+    free: Vec<usize>,
+    by_id: HashMap<PeerId, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    connecting: Vec<usize>,
+    shows: HashMap<Arc<str>, LocalShow>,
+    epoch: Instant,
+    /// Datagrams to send.
+    pub transmits: Vec<str0m::net::Transmit>,
+    /// Messages for other shards.
+    pub outbox: Vec<(Dest, Msg)>,
+    rtc_events: Vec<RtcEvent>,
+}
+
+type Peer2 = super::peer::Peer;
+
+impl Core {
+    /// A shard core.
+    pub fn new(
+        s: Settings,
+        metrics: ShardMetrics,
+        peer_count: Arc<AtomicUsize>,
+        events: UnboundedSender<Event>,
+    ) -> Core {
+        Core {
+            s,
+            metrics,
+            peer_count,
+            events,
+            peers: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            by_addr: HashMap::new(),
+            connecting: Vec::new(),
+            shows: HashMap::new(),
+            epoch: Instant::now(),
+            transmits: Vec::new(),
+            outbox: Vec::new(),
+            rtc_events: Vec::new(),
+        }
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Handle a message from the control plane or another shard.
+    pub fn handle_msg(&mut self, now: Instant, msg: Msg) {
+        match msg {
+            Msg::Add(add) => self.add_peer(now, *add),
+            Msg::Remove(id, reply) => {
+                let found = self.by_id.get(&id).copied();
+                if let Some(idx) = found {
+                    self.remove(now, idx, true);
+                }
+                let _ = reply.send(found.is_some());
+            }
+            Msg::Media(pkt) => self.fanout(now, &pkt),
+            Msg::KeyframeWanted(show) => self.keyframe_wanted(now, &show),
+            Msg::Text(target, text) => self.send_text(now, target, &text),
+            Msg::Shutdown => self.shutdown(now),
+        }
+    }
+
+    fn add_peer(&mut self, now: Instant, add: AddPeer) {
+        let AddPeer {
+            id,
+            show,
+            role,
+            offer,
+            reply,
+        } = add;
+        if self.by_id.len() >= self.s.max_peers {
+            let _ = reply.send(Err(Error::Full));
+            return;
+        }
+        let result = self.accept(now, id, &show, role, offer);
+        match result {
+            Ok((peer, answer)) => {
+                let idx = match self.free.pop() {
+                    Some(i) => {
+                        self.peers[i] = Some(peer);
+                        i
+                    }
+                    None => {
+                        self.peers.push(Some(peer));
+                        self.peers.len() - 1
+                    }
+                };
+                self.by_id.insert(id, idx);
+                self.connecting.push(idx);
+                let local = self
+                    .shows
+                    .entry(show.id.clone())
+                    .or_insert_with(|| LocalShow {
+                        viewers: Vec::new(),
+                        publisher: None,
+                        home: None,
+                    });
+                match role {
+                    Role::Publisher => {
+                        local.publisher = Some(idx);
+                        let home = local.home.get_or_insert_with(|| Home {
+                            audio: SourceMap::new(48_000),
+                            video: SourceMap::new(90_000),
+                            gate: Gate::new(self.s.keyframe_interval),
+                            clock: show.clock.clone(),
+                            video_codecs: show.video_codecs.clone(),
+                            prev_video: None,
+                        });
+                        home.gate.reset();
+                        home.video_codecs = show.video_codecs.clone();
+                    }
+                    Role::Viewer => local.viewers.push(idx),
+                }
+                self.peer_count.store(self.by_id.len(), Ordering::Relaxed);
+                self.metrics.peers(role).inc();
+                self.drain(now, idx);
+                let _ = reply.send(Ok(answer));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn accept(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        show: &super::ShowSpec,
+        role: Role,
+        offer: SdpOffer,
+    ) -> Result<(Peer2, String), Error> {
+        let mut cfg = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false);
+        for c in &show.video_codecs {
+            match c {
+                VideoCodec::Vp8 => cfg = cfg.enable_vp8(true),
+                VideoCodec::H264 => {
+                    let cc = cfg.codec_config();
+                    // packetization-mode 1 only; common profiles, with RTX.
+                    for (pt, rtx, profile) in [
+                        (108u8, 109u8, 0x42e01fu32),
+                        (127, 121, 0x42001f),
+                        (123, 119, 0x4d001f),
+                        (114, 115, 0x64001f),
+                    ] {
+                        cc.add_h264(pt.into(), Some(rtx.into()), true, profile);
+                    }
+                }
+            }
+        }
+        let mut rtc = cfg.build(now);
+        let cand = Candidate::host(self.s.announce, "udp")
+            .map_err(|e| Error::Offer(format!("bad announce address: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| Error::Offer(e.to_string()))?;
+        // Check the negotiated media before anything flows.
+        let mut video = false;
+        let mut audio = false;
+        let mut wanted_dir_ok = false;
+        for m in answer.media_lines.iter() {
+            let mid = m.mid();
+            let Some(media) = rtc.media(mid) else {
+                continue;
+            };
+            let usable = !media.remote_pts().is_empty();
+            let dir = media.direction();
+            let dir_ok = match role {
+                Role::Publisher => matches!(dir, Direction::RecvOnly | Direction::SendRecv),
+                Role::Viewer => matches!(dir, Direction::SendOnly | Direction::SendRecv),
+            };
+            wanted_dir_ok |= dir_ok && usable;
+            match media.kind() {
+                MediaKind::Video if usable => video = true,
+                MediaKind::Audio if usable => audio = true,
+                _ => {}
+            }
+        }
+        if !video && !audio {
+            let allowed: Vec<&str> = show.video_codecs.iter().map(|c| c.as_str()).collect();
+            return Err(Error::NoCodec(format!(
+                "this show takes {} video (h264 packetization-mode=1) and opus audio",
+                allowed.join("/")
+            )));
+        }
+        if !wanted_dir_ok {
+            return Err(Error::Offer(match role {
+                Role::Publisher => "a WHIP offer must send media (sendonly or sendrecv)".into(),
+                Role::Viewer => "a WHEP offer must receive media (recvonly or sendrecv)".into(),
+            }));
+        }
+        let peer = Peer2::new(id, rtc, show.id.clone(), role, now);
+        Ok((peer, answer.to_sdp_string()))
+    }
+
+    /// Handle one received datagram.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        self.metrics.bytes_in.inc_by(data.len() as u64);
+        let Ok(contents) = data.try_into() else {
+            self.metrics.garbage.inc();
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: local,
+                contents,
+            },
+        );
+        let idx = match self.by_addr.get(&source) {
+            Some(&i) => i,
+            None => {
+                let found = self.connecting.iter().copied().find(|&i| {
+                    self.peers[i]
+                        .as_ref()
+                        .is_some_and(|p| p.rtc.accepts(&input))
+                });
+                match found {
+                    Some(i) => {
+                        self.by_addr.insert(source, i);
+                        if let Some(p) = self.peers[i].as_mut() {
+                            p.addrs.push(source);
+                        }
+                        i
+                    }
+                    None => {
+                        self.metrics.garbage.inc();
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(peer) = self.peers[idx].as_mut() else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(peer = peer.id, "input error: {e}");
+            self.metrics.garbage.inc();
+        }
+        self.drain(now, idx);
+    }
+
+    /// Drive peers and gates whose time has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for idx in 0..self.peers.len() {
+            let Some(p) = self.peers[idx].as_mut() else {
+                continue;
+            };
+            if !p.connected && now.duration_since(p.created) > self.s.connect_timeout {
+                tracing::info!(peer = p.id, "connect timeout");
+                self.remove(now, idx, false);
+                continue;
+            }
+            if p.deadline <= now {
+                let _ = p.rtc.handle_input(Input::Timeout(now));
+                self.drain(now, idx);
+            }
+        }
+        let mut due: Vec<Arc<str>> = Vec::new();
+        for (id, show) in &mut self.shows {
+            if let Some(h) = show.home.as_mut() {
+                if h.gate.deadline().is_some_and(|d| d <= now) && h.gate.poll(now) {
+                    due.push(id.clone());
+                }
+            }
+        }
+        for id in due {
+            self.request_keyframe_from_publisher(&id);
+        }
+    }
+
+    /// Earliest time [`Core::handle_timeout`] has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let peers = self.peers.iter().flatten().map(|p| {
+            if p.connected {
+                p.deadline
+            } else {
+                p.deadline.min(p.created + self.s.connect_timeout)
+            }
+        });
+        let gates = self
+            .shows
+            .values()
+            .filter_map(|s| s.home.as_ref().and_then(|h| h.gate.deadline()));
+        peers.chain(gates).min()
+    }
+
+    /// Poll one peer until it times out, collecting transmits and handling events.
+    fn drain(&mut self, now: Instant, idx: usize) {
+        let mut events = std::mem::take(&mut self.rtc_events);
+        let mut dead = false;
+        if let Some(p) = self.peers[idx].as_mut() {
+            loop {
+                if !p.rtc.is_alive() {
+                    dead = true;
+                    break;
+                }
+                match p.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => {
+                        self.metrics.packets_out.inc();
+                        self.metrics.bytes_out.inc_by(t.contents.len() as u64);
+                        self.transmits.push(t);
+                    }
+                    Ok(Output::Timeout(t)) => {
+                        p.deadline = t;
+                        break;
+                    }
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        tracing::debug!(peer = p.id, "poll error: {e}");
+                        dead = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for e in events.drain(..) {
+            self.handle_rtc_event(now, idx, e);
+        }
+        self.rtc_events = events;
+        if dead {
+            self.remove(now, idx, false);
+        }
+    }
+
+    fn handle_rtc_event(&mut self, now: Instant, idx: usize, e: RtcEvent) {
+        let Some(p) = self.peers[idx].as_mut() else {
+            return;
+        };
+        match e {
+            RtcEvent::Connected => {
+                p.connected = true;
+                self.connecting.retain(|&i| i != idx);
+                let (id, show, role) = (p.id, p.show.clone(), p.role);
+                let _ = self.events.send(Event::Connected {
+                    peer: id,
+                    show: show.clone(),
+                    role,
+                });
+                if role == Role::Viewer {
+                    self.ask_keyframe(now, &show);
+                }
+            }
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                p.rtc.disconnect();
+            }
+            RtcEvent::MediaAdded(m) => {
+                if p.role == Role::Viewer {
+                    let track = match m.kind {
+                        MediaKind::Audio => Track::Audio,
+                        MediaKind::Video => Track::Video,
+                    };
+                    p.add_out_track(m.mid, track);
+                } else if m.kind == MediaKind::Video {
+                    p.video_mid = Some(m.mid);
+                }
+            }
+            RtcEvent::RtpPacket(pkt) => {
+                if p.role == Role::Publisher {
+                    self.publisher_packet(now, idx, pkt);
+                }
+            }
+            RtcEvent::KeyframeRequest(_) => {
+                self.metrics.plis_from_viewers.inc();
+                let show = p.show.clone();
+                self.ask_keyframe(now, &show);
+            }
+            RtcEvent::ChannelOpen(cid, label) => {
+                if label == EVENTS_LABEL {
+                    p.channel = Some(cid);
+                    let _ = self.events.send(Event::ChannelOpen {
+                        peer: p.id,
+                        show: p.show.clone(),
+                        role: p.role,
+                    });
+                }
+            }
+            RtcEvent::ChannelData(d) => {
+                if Some(d.id) == p.channel {
+                    self.metrics.dc_messages_in.inc();
+                    let text = String::from_utf8_lossy(&d.data).into_owned();
+                    let _ = self.events.send(Event::Text {
+                        peer: p.id,
+                        show: p.show.clone(),
+                        role: p.role,
+                        text,
+                    });
+                }
+            }
+            RtcEvent::ChannelClose(cid) => {
+                if Some(cid) == p.channel {
+                    p.channel = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn publisher_packet(&mut self, now: Instant, idx: usize, pkt: RtpPacket) {
+        let Some(p) = self.peers[idx].as_mut() else {
+            return;
+        };
+        self.metrics.packets_in.inc();
+        let pt = *pkt.header.payload_type;
+        let Some(codec) = p.codec_of(pt) else {
+            self.metrics.garbage.inc();
+            return;
+        };
+        let track = if codec.is_video() {
+            Track::Video
+        } else {
+            Track::Audio
+        };
+        if track == Track::Video {
+            p.video_ssrc = Some(pkt.header.ssrc);
+        }
+        let session = p.id;
+        let show_id = p.show.clone();
+        let sr = pkt.last_sender_info;
+        let mut new_sr = None;
+        if track == Track::Video {
+            if let Some(sr) = sr {
+                if p.last_sr_ntp != Some(sr.ntp_time) {
+                    p.last_sr_ntp = Some(sr.ntp_time);
+                    new_sr = Some(sr);
+                }
+            }
+        }
+        let Some(home) = self.shows.get_mut(&show_id).and_then(|s| s.home.as_mut()) else {
+            return;
+        };
+        if track == Track::Video
+            && !home.video_codecs.iter().any(|c| {
+                matches!(
+                    (c, codec),
+                    (VideoCodec::H264, Codec::H264) | (VideoCodec::Vp8, Codec::Vp8)
+                )
+            })
+        {
+            self.metrics.garbage.inc();
+            return;
+        }
+        let inc = Incoming {
+            session,
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            arrival: pkt.timestamp.saturating_duration_since(self.epoch),
+        };
+        let map = match track {
+            Track::Audio => &mut home.audio,
+            Track::Video => &mut home.video,
+        };
+        let Ok((seq, ts)) = map.map(&inc) else {
+            return;
+        };
+        let mut keyframe_start = false;
+        if track == Track::Video {
+            let frame_start = match home.prev_video {
+                None => true,
+                Some((_, pts, pmarker)) => pmarker || pts != ts,
+            };
+            keyframe_start = frame_start && is_keyframe_start(codec, &pkt.payload);
+            if keyframe_start {
+                home.gate.keyframe_seen();
+                self.metrics.keyframes_in.inc();
+            }
+            home.prev_video = Some((seq, ts, pkt.header.marker));
+            home.clock.set_latest(ts);
+            if let Some(sr) = new_sr {
+                let sr_rtp = sr.rtp_time.numer() as u32;
+                let back = pkt.header.timestamp.wrapping_sub(sr_rtp);
+                let show_sr = ts.wrapping_sub(back);
+                if let Ok(d) = sr.ntp_time.duration_since(std::time::UNIX_EPOCH) {
+                    home.clock.set_sender_report(d.as_micros() as u64, show_sr);
+                }
+            }
+        }
+        let mp = Arc::new(MediaPacket {
+            show: show_id,
+            pkt: forwarder::Packet {
+                track,
+                codec,
+                seq,
+                ts,
+                marker: pkt.header.marker,
+                keyframe_start,
+                layer: 0,
+            },
+            payload: pkt.payload.clone(),
+            arrival: now,
+        });
+        self.outbox.push((Dest::Others, Msg::Media(mp.clone())));
+        self.fanout(now, &mp);
+    }
+
+    /// Write one show packet to every local viewer of the show.
+    pub fn fanout(&mut self, now: Instant, mp: &MediaPacket) {
+        let Some(show) = self.shows.get(&mp.show) else {
+            return;
+        };
+        // Index loop: drain() needs &mut self. Viewers removed meanwhile are skipped.
+        let n = show.viewers.len();
+        for i in 0..n {
+            let Some(&idx) = self.shows.get(&mp.show).and_then(|s| s.viewers.get(i)) else {
+                break;
+            };
+            let Some(p) = self.peers[idx].as_mut() else {
+                continue;
+            };
+            if !p.connected {
+                continue;
+            }
+            let pts = p.pts;
+            let out = match mp.pkt.track {
+                Track::Audio => p.audio.as_mut(),
+                Track::Video => p.video.as_mut(),
+            };
+            let Some(out) = out else { continue };
+            match forwarder::decide(&mp.pkt, &mut out.fwd, &pts) {
+                Decision::Send {
+                    seq,
+                    ts,
+                    pt,
+                    marker,
+                } => {
+                    let ssrc = out.ssrc;
+                    let mut api = p.rtc.direct_api();
+                    if let Some(tx) = api.stream_tx(&ssrc) {
+                        tx.write_rtp(
+                            RtpWrite::new(
+                                pt.into(),
+                                seq.into(),
+                                ts,
+                                mp.arrival,
+                                mp.payload.clone(),
+                            )
+                            .marker(marker)
+                            .nackable(mp.pkt.track == Track::Video),
+                        );
+                        self.metrics.forwarded.inc();
+                    }
+                    let _ = p.rtc.handle_input(Input::Timeout(now));
+                    self.drain(now, idx);
+                }
+                Decision::Drop(_) => self.metrics.dropped.inc(),
+            }
+        }
+    }
+
+    fn ask_keyframe(&mut self, now: Instant, show: &Arc<str>) {
+        // The home shard is the one with `home` state; others forward the wish there.
+        if self.shows.get(show).is_some_and(|s| s.home.is_some()) {
+            self.keyframe_wanted(now, show);
+        } else {
+            self.outbox
+                .push((Dest::Others, Msg::KeyframeWanted(show.clone())));
+        }
+    }
+
+    fn keyframe_wanted(&mut self, now: Instant, show: &Arc<str>) {
+        let send = match self.shows.get_mut(show).and_then(|s| s.home.as_mut()) {
+            Some(h) => h.gate.want(now),
+            None => false,
+        };
+        if send {
+            self.request_keyframe_from_publisher(show);
+        }
+    }
+
+    fn request_keyframe_from_publisher(&mut self, show: &Arc<str>) {
+        let Some(idx) = self.shows.get(show).and_then(|s| s.publisher) else {
+            return;
+        };
+        let Some(p) = self.peers[idx].as_mut() else {
+            return;
+        };
+        let mut api = p.rtc.direct_api();
+        let rx = match (p.video_ssrc, p.video_mid) {
+            (Some(ssrc), _) => api.stream_rx(&ssrc),
+            (None, Some(mid)) => api.stream_rx_by_mid(mid, None),
+            _ => None,
+        };
+        if let Some(rx) = rx {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.metrics.plis_to_publishers.inc();
+        }
+    }
+
+    fn send_text(&mut self, now: Instant, target: Target, text: &str) {
+        let targets: Vec<usize> = match target {
+            Target::Peer(id) => self.by_id.get(&id).copied().into_iter().collect(),
+            Target::Viewers(show) => self
+                .shows
+                .get(&show)
+                .map(|s| s.viewers.clone())
+                .unwrap_or_default(),
+        };
+        for idx in targets {
+            let Some(p) = self.peers[idx].as_mut() else {
+                continue;
+            };
+            let Some(cid) = p.channel else { continue };
+            let ok = p
+                .rtc
+                .channel(cid)
+                .map(|mut c| c.write(false, text.as_bytes()).unwrap_or(false))
+                .unwrap_or(false);
+            if ok {
+                self.metrics.dc_messages_out.inc();
+            } else {
+                self.metrics.dc_dropped.inc();
+            }
+            self.drain(now, idx);
+        }
+    }
+
+    fn remove(&mut self, now: Instant, idx: usize, graceful: bool) {
+        let Some(mut p) = self.peers[idx].take() else {
+            return;
+        };
+        if graceful {
+            let _ = p.rtc.close();
+            // Flush the close (DTLS close_notify, RTCP BYE).
+            while let Ok(out) = p.rtc.poll_output() {
+                match out {
+                    Output::Transmit(t) => self.transmits.push(t),
+                    Output::Timeout(_) => break,
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        p.rtc.disconnect();
+        self.free.push(idx);
+        self.by_id.remove(&p.id);
+        for a in &p.addrs {
+            self.by_addr.remove(a);
+        }
+        self.connecting.retain(|&i| i != idx);
+        if let Some(s) = self.shows.get_mut(&p.show) {
+            s.viewers.retain(|&i| i != idx);
+            if s.publisher == Some(idx) {
+                s.publisher = None;
+            }
+            if s.viewers.is_empty() && s.publisher.is_none() && s.home.is_none() {
+                self.shows.remove(&p.show);
+            }
+        }
+        self.peer_count.store(self.by_id.len(), Ordering::Relaxed);
+        self.metrics.peers(p.role).dec();
+        let _ = now;
+        let _ = self.events.send(Event::Gone {
+            peer: p.id,
+            show: p.show.clone(),
+            role: p.role,
+        });
+    }
+
+    /// Close every peer.
+    pub fn shutdown(&mut self, now: Instant) {
+        for idx in 0..self.peers.len() {
+            if self.peers[idx].is_some() {
+                self.remove(now, idx, true);
+            }
+        }
+    }
+}
+
+/// The shard driver: owns the socket, reads the clock, moves bytes and messages.
+pub fn run(
+    mut core: Core,
+    sock: std::net::UdpSocket,
+    mut poll: mio::Poll,
+    rx: Receiver<Msg>,
+    shards: Vec<Link>,
+) {
+    let local = sock.local_addr().expect("bound socket has an address");
+    let mut sock = mio::net::UdpSocket::from_std(sock);
+    poll.registry()
+        .register(&mut sock, SOCKET, mio::Interest::READABLE)
+        .expect("register socket");
+    let mut events = mio::Events::with_capacity(64);
+    let mut buf = vec![0u8; 2048];
+    let me = core.s.index;
+    loop {
+        let mut more = false;
+        let mut stop = false;
+        for _ in 0..1024 {
+            match rx.try_recv() {
+                Ok(Msg::Shutdown) => {
+                    stop = true;
+                    break;
+                }
+                Ok(msg) => core.handle_msg(Instant::now(), msg),
+                Err(_) => break,
+            }
+        }
+        if stop {
+            core.shutdown(Instant::now());
+            flush(&mut core, &sock, &shards, me);
+            return;
+        }
+        for i in 0..256 {
+            match sock.recv_from(&mut buf) {
+                Ok((n, src)) => core.handle_datagram(Instant::now(), src, local, &buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("recv error: {e}");
+                    break;
+                }
+            }
+            if i == 255 {
+                more = true;
+            }
+        }
+        let now = Instant::now();
+        core.handle_timeout(now);
+        flush(&mut core, &sock, &shards, me);
+        if !rx.is_empty() {
+            more = true;
+        }
+        let timeout = if more {
+            Duration::ZERO
+        } else {
+            core.next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100))
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!("poll failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn flush(core: &mut Core, sock: &mio::net::UdpSocket, shards: &[Link], me: usize) {
+    for t in core.transmits.drain(..) {
+        if let Err(e) = sock.send_to(&t.contents, t.destination) {
+            tracing::trace!("send to {} failed: {e}", t.destination);
+            core.metrics.send_errors.inc();
+        }
+    }
+    let mut woken = vec![false; shards.len()];
+    for (dest, msg) in core.outbox.drain(..) {
+        match dest {
+            Dest::Shard(i) => {
+                let _ = shards[i].tx.send(msg);
+                woken[i] = true;
+            }
+            Dest::Others => {
+                for (i, s) in shards.iter().enumerate() {
+                    if i == me {
+                        continue;
+                    }
+                    if let Some(m) = clone_msg(&msg) {
+                        let _ = s.tx.send(m);
+                        woken[i] = true;
+                    }
+                }
+            }
+        }
+    }
+    for (i, w) in woken.into_iter().enumerate() {
+        if w {
+            let _ = shards[i].waker.wake();
+        }
+    }
+}
+
+fn clone_msg(m: &Msg) -> Option<Msg> {
+    match m {
+        Msg::Media(p) => Some(Msg::Media(p.clone())),
+        Msg::KeyframeWanted(s) => Some(Msg::KeyframeWanted(s.clone())),
+        Msg::Text(t, s) => Some(Msg::Text(t.clone(), s.clone())),
+        _ => None,
+    }
+}

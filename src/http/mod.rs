@@ -1,0 +1,156 @@
+//! The control plane over HTTP: WHIP/WHEP signalling, health, and the shared [`App`] state.
+
+pub mod error;
+pub mod media;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::engine::{Engine, Event, Role};
+use crate::metrics::Metrics;
+use crate::shows::{Registry, Show};
+use error::ApiError;
+
+/// Everything the HTTP handlers share.
+pub struct App {
+    /// Configuration.
+    pub cfg: Config,
+    /// Token keys.
+    pub keys: Keys,
+    /// The media plane.
+    pub engine: Engine,
+    /// Shows and sessions.
+    pub registry: Registry,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// The show for a WHIP/WHEP request: existing, or created on first use if configured.
+    pub fn show_for_media(&self, id: &str) -> Result<Arc<Show>, ApiError> {
+        if let Some(s) = self.registry.show(id) {
+            return Ok(s);
+        }
+        if self.cfg.shows.create_on_first_use {
+            Ok(self
+                .registry
+                .show_or_create(id, &self.cfg.shows.default_video_codecs))
+        } else {
+            Err(ApiError::NotFound(format!("no show {id:?}")))
+        }
+    }
+
+    /// A peer is gone: free its publisher slot, update counts.
+    pub fn session_gone(&self, peer: u64) {
+        let Some(s) = self.registry.remove_by_peer(peer) else {
+            return;
+        };
+        match s.role {
+            Role::Publisher => {
+                let mut slot = s.show.publisher.lock();
+                if slot.as_deref() == Some(s.id.as_str()) {
+                    *slot = None;
+                }
+                if s.show.live.swap(false, Ordering::Relaxed) {
+                    self.metrics.shows_live.dec();
+                    tracing::info!(show = %s.show.id, "show went off air");
+                }
+            }
+            Role::Viewer => {
+                if s.connected {
+                    s.show.viewer_left();
+                }
+            }
+        }
+    }
+
+    /// Handle a media-plane event.
+    pub fn on_engine_event(&self, ev: Event) {
+        match ev {
+            Event::Connected { peer, role, .. } => {
+                if let Some(s) = self.registry.mark_connected(peer) {
+                    match role {
+                        Role::Publisher => {
+                            if !s.show.live.swap(true, Ordering::Relaxed) {
+                                self.metrics.shows_live.inc();
+                                tracing::info!(show = %s.show.id, "show is live");
+                            }
+                        }
+                        Role::Viewer => s.show.viewer_joined(),
+                    }
+                }
+            }
+            Event::Gone { peer, .. } => self.session_gone(peer),
+            Event::ChannelOpen { .. } | Event::Text { .. } => {}
+        }
+    }
+}
+
+/// The public router.
+pub fn router(app: Arc<App>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([header::LOCATION, header::ETAG, header::LINK]);
+    let limit = app.cfg.http.max_body_bytes;
+    Router::new()
+        .route("/whip/{show}", post(media::whip_post))
+        .route(
+            "/whip/{show}/{session}",
+            axum::routing::delete(media::session_delete).patch(media::session_patch),
+        )
+        .route("/whep/{show}", post(media::whep_post))
+        .route(
+            "/whep/{show}/{session}",
+            axum::routing::delete(media::session_delete).patch(media::session_patch),
+        )
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(cors)
+        .with_state(app)
+}
+
+/// The metrics router (own listener).
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(app)
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}

@@ -1,0 +1,116 @@
+//! The `hawker` command: `serve` (default), `token`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hawker::auth::{Keys, Role};
+use hawker::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hawker",
+    version,
+    about = "Low-latency media relay for live shopping"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the default).
+    Serve {
+        /// TOML config; without it the embedded default is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a signed token.
+    Token {
+        /// Show id (`*` for every show; admin only).
+        #[arg(long)]
+        show: String,
+        /// publisher, viewer or admin.
+        #[arg(long)]
+        role: Role,
+        /// Subject (user id).
+        #[arg(long)]
+        sub: Option<String>,
+        /// Lifetime, e.g. 1h, 30m; defaults to auth.default_ttl.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        /// TOML config; without it the embedded default is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "hawker=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd.unwrap_or(Cmd::Serve { config: None }) {
+        Cmd::Serve { config } => serve(Config::load(config.as_deref())?),
+        Cmd::Token {
+            show,
+            role,
+            sub,
+            ttl,
+            config,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            if show == "*" && role != Role::Admin {
+                anyhow::bail!("only admin tokens may cover every show (--show '*')");
+            }
+            let keys = Keys::load_or_create(cfg.auth.secret.as_deref(), &cfg.data_dir)?;
+            let ttl: Duration = ttl.map(Into::into).unwrap_or(cfg.auth.default_ttl);
+            let sub = sub.unwrap_or_else(|| format!("{role:?}").to_lowercase());
+            println!("{}", keys.issue(&sub, &show, role, ttl));
+            Ok(())
+        }
+    }
+}
+
+fn serve(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let running = hawker::server::start(cfg).await?;
+        let app = running.app.clone();
+        let base = app.cfg.public_url();
+        let token = app.keys.issue(
+            "seller",
+            "demo",
+            Role::Publisher,
+            Duration::from_secs(12 * 3600),
+        );
+        let admin = app
+            .keys
+            .issue("admin", "*", Role::Admin, Duration::from_secs(12 * 3600));
+        let shards: Vec<String> = app
+            .engine
+            .shards()
+            .iter()
+            .map(|h| h.addr.to_string())
+            .collect();
+        println!("hawker is running");
+        println!("  media UDP (one per shard): {}", shards.join(", "));
+        println!("  metrics:    http://{}/metrics", running.metrics_addr);
+        println!("  WHIP:       {base}/whip/demo   (Authorization: Bearer <publisher token>)");
+        println!("  WHEP:       {base}/whep/demo");
+        println!("  publisher token for show \"demo\" (12h):\n    {token}");
+        println!("  admin token (12h):\n    {admin}");
+        hawker::server::signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        anyhow::Ok(())
+    })
+}

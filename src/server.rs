@@ -1,0 +1,121 @@
+//! Wiring: build the engine, the HTTP listeners and the event loop; run until a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::http::{self, App};
+use crate::metrics::Metrics;
+
+/// A started server.
+pub struct Running {
+    /// Shared state.
+    pub app: Arc<App>,
+    /// The public HTTP address.
+    pub http_addr: SocketAddr,
+    /// The metrics address.
+    pub metrics_addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Start everything; listeners bound, shards running.
+pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    let keys = Keys::load_or_create(cfg.auth.secret.as_deref(), &cfg.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot prepare token secret in {}: {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let metrics = Metrics::new();
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let engine = Engine::start(&cfg, &metrics, ev_tx)?;
+    let http_listener = TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.http.listen))?;
+    let metrics_listener = TcpListener::bind(cfg.metrics.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.metrics.listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let app = Arc::new(App {
+        cfg,
+        keys,
+        engine,
+        registry: Default::default(),
+        metrics,
+    });
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = ev_rx.recv().await {
+                app.on_engine_event(ev);
+            }
+        }));
+    }
+    for (listener, router) in [
+        (http_listener, http::router(app.clone())),
+        (metrics_listener, http::metrics_router(app.clone())),
+    ] {
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("http server failed: {e}");
+            }
+        }));
+    }
+    Ok(Running {
+        app,
+        http_addr,
+        metrics_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stop accepting, close peers, wait for the listeners.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let app = self.app.clone();
+        // Closing peers joins the shard threads: do it off the async runtime.
+        let _ = tokio::task::spawn_blocking(move || {
+            // Engine::shutdown needs &mut; the shards also stop on Msg::Shutdown via Drop.
+            for h in app.engine.shards() {
+                h.send(crate::engine::Msg::Shutdown);
+            }
+        })
+        .await;
+        for t in self.tasks.into_iter().skip(1) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Wait for SIGINT or SIGTERM.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
