@@ -80,6 +80,7 @@ pub enum Error {
 /// Signs and verifies tokens with one secret.
 #[derive(Clone)]
 pub struct Keys {
+    secret: Vec<u8>,
     enc: EncodingKey,
     dec: DecodingKey,
     validation: Validation,
@@ -98,6 +99,7 @@ impl Keys {
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Keys {
+            secret: secret.to_vec(),
             enc: EncodingKey::from_secret(secret),
             dec: DecodingKey::from_secret(secret),
             validation,
@@ -107,6 +109,11 @@ impl Keys {
     /// The configured secret, or the one kept in `data_dir/secret` (created on first use).
     pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Keys> {
         Ok(Keys::new(&secret(configured, data_dir)?))
+    }
+
+    /// The secret as text, for deriving other keys (the default webhook signing key).
+    pub fn secret_hint(&self) -> String {
+        String::from_utf8_lossy(&self.secret).into_owned()
     }
 
     /// Sign a token.

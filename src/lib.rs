@@ -12,13 +12,17 @@
 //! * [`auth`]: HS256 tokens with a role scoped to a show.
 //! * [`engine`]: the media plane: shards, peers, the forwarder, keyframe gating.
 //! * [`shows`]: the control plane's registry of shows and sessions.
+//! * [`commerce`]: the durable store (catalog, stock, orders, webhook outbox).
+//! * [`live`]: the `events` data-channel protocol and the video clock.
 //! * [`http`]: WHIP, WHEP, health; [`metrics`]: Prometheus on its own listener.
 //! * [`server`]: wiring and graceful shutdown.
 
 pub mod auth;
+pub mod commerce;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod server;
 pub mod shows;

@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::auth::Keys;
-use crate::config::Config;
+use crate::config::{Config, VideoCodec};
 use crate::engine::Engine;
 use crate::http::{self, App};
 use crate::metrics::Metrics;
@@ -43,15 +43,74 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.metrics.listen))?;
     let http_addr = http_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
+    let store = crate::commerce::Store::open_with(crate::commerce::store::Config {
+        path: cfg.data_dir.join("hawker.db"),
+        max_qty_per_order: cfg.commerce.max_qty_per_order,
+        ..Default::default()
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the order store in {}: {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let registry = crate::shows::Registry::default();
+    // Shows survive restarts: rebuild the registry from the store.
+    for s in store.shows(None).await.unwrap_or_default() {
+        let codecs: Vec<VideoCodec> = s
+            .video_codecs
+            .iter()
+            .filter_map(|c| match c.as_str() {
+                "h264" => Some(VideoCodec::H264),
+                "vp8" => Some(VideoCodec::Vp8),
+                _ => None,
+            })
+            .collect();
+        let codecs = if codecs.is_empty() {
+            cfg.shows.default_video_codecs.clone()
+        } else {
+            codecs
+        };
+        registry.insert_show(Arc::new(crate::shows::Show::new(&s.id, codecs)));
+    }
+    let webhook_secret = cfg
+        .commerce
+        .webhook_secret
+        .clone()
+        .unwrap_or_else(|| keys.secret_hint());
+    let endpoints: Vec<crate::commerce::webhooks::Endpoint> = cfg
+        .commerce
+        .webhook_urls
+        .iter()
+        .map(|u| crate::commerce::webhooks::Endpoint {
+            url: u.clone(),
+            secret: webhook_secret.clone(),
+        })
+        .collect();
+    let live = crate::live::State::new(&cfg.commerce);
     let app = Arc::new(App {
         cfg,
         keys,
         engine,
-        registry: Default::default(),
+        registry,
         metrics,
+        store: store.clone(),
+        live,
     });
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    if !endpoints.is_empty() {
+        let worker = crate::commerce::webhooks::Worker::new(
+            store.clone(),
+            crate::commerce::webhooks::Config {
+                endpoints,
+                ..Default::default()
+            },
+        )?;
+        tokio::spawn(worker.run());
+    }
+    tokio::spawn(crate::live::stock_feed(app.clone()));
+    tokio::spawn(crate::live::ticker(app.clone()));
     {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {

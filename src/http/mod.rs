@@ -1,7 +1,9 @@
 //! The control plane over HTTP: WHIP/WHEP signalling, health, and the shared [`App`] state.
 
+pub mod api;
 pub mod error;
 pub mod media;
+pub mod pages;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,6 +34,10 @@ pub struct App {
     pub registry: Registry,
     /// Metrics.
     pub metrics: Metrics,
+    /// Durable shows, catalog, stock, orders, webhook outbox.
+    pub store: crate::commerce::Store,
+    /// Live commerce state (highlights, rate limits).
+    pub live: crate::live::State,
 }
 
 impl App {
@@ -41,9 +47,26 @@ impl App {
             return Ok(s);
         }
         if self.cfg.shows.create_on_first_use {
-            Ok(self
+            let show = self
                 .registry
-                .show_or_create(id, &self.cfg.shows.default_video_codecs))
+                .show_or_create(id, &self.cfg.shows.default_video_codecs);
+            // Keep the durable record in step so orders and webhooks work for it too.
+            let pending = self.store.create_show(crate::commerce::NewShow {
+                id: Some(id.to_string()),
+                title: id.to_string(),
+                scheduled_at: None,
+                video_codecs: show
+                    .video_codecs
+                    .iter()
+                    .map(|c| c.as_str().to_string())
+                    .collect(),
+            });
+            tokio::spawn(async move {
+                if let Err(e) = pending.await {
+                    tracing::debug!("implicit show record: {e}");
+                }
+            });
+            Ok(show)
         } else {
             Err(ApiError::NotFound(format!("no show {id:?}")))
         }
@@ -74,7 +97,7 @@ impl App {
     }
 
     /// Handle a media-plane event.
-    pub fn on_engine_event(&self, ev: Event) {
+    pub fn on_engine_event(self: &Arc<Self>, ev: Event) {
         match ev {
             Event::Connected { peer, role, .. } => {
                 if let Some(s) = self.registry.mark_connected(peer) {
@@ -84,13 +107,26 @@ impl App {
                                 self.metrics.shows_live.inc();
                                 tracing::info!(show = %s.show.id, "show is live");
                             }
+                            let pending = self
+                                .store
+                                .set_show_state(&s.show.id, crate::commerce::ShowState::Live);
+                            tokio::spawn(async move {
+                                if let Err(e) = pending.await {
+                                    tracing::debug!("show state: {e}");
+                                }
+                            });
                         }
                         Role::Viewer => s.show.viewer_joined(),
                     }
                 }
             }
             Event::Gone { peer, .. } => self.session_gone(peer),
-            Event::ChannelOpen { .. } | Event::Text { .. } => {}
+            Event::ChannelOpen { peer, .. } => {
+                tokio::spawn(crate::live::on_channel_open(self.clone(), peer));
+            }
+            Event::Text { peer, text, .. } => {
+                tokio::spawn(crate::live::on_text(self.clone(), peer, text));
+            }
         }
     }
 }
@@ -126,6 +162,8 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::delete(media::session_delete).patch(media::session_patch),
         )
         .route("/healthz", get(healthz))
+        .nest("/api/v1", api::router())
+        .merge(pages::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors)

@@ -1,0 +1,543 @@
+//! Live commerce on the `events` data channel: snapshots, highlights, prices, stock, buys and
+//! questions, stamped with the show's video clock.
+//!
+//! Everything here runs on the control plane (tokio). The media shards only carry text: an
+//! event is serialised once and handed to every shard as one shared `Arc<str>`
+//! ([`crate::engine::Engine::broadcast_text`]), so the `rtp_ts` is identical for every viewer
+//! by construction.
+
+pub mod clock;
+pub mod protocol;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::commerce::{self, OrderRequest, OrderStatus, RateLimiter};
+use crate::engine::{PeerId, Role};
+use crate::http::App;
+use crate::shows::Session;
+use protocol::{ErrorCode, Inbound};
+
+/// The product currently shown.
+#[derive(Debug, Clone)]
+pub struct Highlight {
+    /// `h-<n>`, unique per show and server run.
+    pub id: String,
+    /// Product.
+    pub sku: String,
+    /// Video timestamp at which it took effect.
+    pub rtp_ts: Option<u32>,
+}
+
+/// Per-show live state.
+#[derive(Debug, Default)]
+struct ShowState {
+    highlight: Option<Highlight>,
+    highlights: u64,
+    /// Confirmed sales in the last minute: (when, sku, qty).
+    recent: VecDeque<(Instant, String, u32)>,
+    /// Skus with sales since the last `sold` message.
+    sold_dirty: Vec<String>,
+}
+
+/// Live commerce state of the whole server.
+pub struct State {
+    shows: Mutex<HashMap<String, ShowState>>,
+    buys: Mutex<RateLimiter<String>>,
+    questions: Mutex<RateLimiter<String>>,
+}
+
+/// Where a seller action came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The seller's data channel.
+    Seller,
+    /// `POST /api/v1/shows/{show}/events`.
+    Api,
+}
+
+impl State {
+    /// Fresh state with the configured rate limits.
+    pub fn new(cfg: &crate::config::Commerce) -> State {
+        let per_min = |n: u32| RateLimiter::new(n as f64 / 60.0, n.max(1), 1_000_000);
+        State {
+            shows: Mutex::new(HashMap::new()),
+            buys: Mutex::new(per_min(cfg.buys_per_minute)),
+            questions: Mutex::new(per_min(cfg.questions_per_minute)),
+        }
+    }
+
+    /// The current highlight of a show.
+    pub fn highlight(&self, show: &str) -> Option<Highlight> {
+        self.shows
+            .lock()
+            .get(show)
+            .and_then(|s| s.highlight.clone())
+    }
+}
+
+fn product_json(p: &commerce::Product) -> Value {
+    json!({
+        "sku": p.sku, "title": p.title, "price": p.price, "currency": p.currency,
+        "image_url": p.image_url, "stock": p.stock,
+    })
+}
+
+/// Send one message to one peer.
+fn reply(app: &App, s: &Session, text: String) {
+    app.engine.send_text(s.shard, s.peer, Arc::from(text));
+}
+
+/// Send one message to every viewer of a show, once serialised.
+pub fn broadcast(app: &App, show: &str, ty: &'static str, text: String, started: Instant) {
+    let Some(sh) = app.registry.show(show) else {
+        return;
+    };
+    app.engine.broadcast_text(&sh.id, Arc::from(text));
+    app.metrics.events_fanned_out.with_label_values(&[ty]).inc();
+    app.metrics
+        .event_fanout_seconds
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Send to the seller (publisher session) of a show, if connected.
+fn to_seller(app: &App, show: &str, text: String) {
+    let Some(sh) = app.registry.show(show) else {
+        return;
+    };
+    let Some(sid) = sh.publisher.lock().clone() else {
+        return;
+    };
+    if let Some(s) = app.registry.session(&sid) {
+        reply(app, &s, text);
+    }
+}
+
+/// The `snapshot` message for a show.
+pub async fn snapshot(app: &App, show: &str) -> String {
+    let products = app.store.products(show).await.unwrap_or_default();
+    let stored = app.store.show(show).await.ok().flatten();
+    let sh = app.registry.show(show);
+    let hl = app.live.highlight(show);
+    let now_ts = sh.as_ref().and_then(|s| s.clock.latest());
+    json!({
+        "type": "snapshot",
+        "v": protocol::VERSION,
+        "show": {
+            "id": show,
+            "title": stored.as_ref().map(|s| s.title.clone()).unwrap_or_else(|| show.to_string()),
+            "state": stored.as_ref().map(|s| s.state.as_str()).unwrap_or("scheduled"),
+            "viewers": sh.as_ref().map(|s| s.viewers.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0),
+        },
+        "products": products.iter().map(product_json).collect::<Vec<_>>(),
+        "highlight": hl.map(|h| json!({"highlight_id": h.id, "sku": h.sku, "rtp_ts": h.rtp_ts})),
+        "rtp_ts": now_ts,
+    })
+    .to_string()
+}
+
+/// The `events` channel of a peer opened: greet it.
+pub async fn on_channel_open(app: Arc<App>, peer: PeerId) {
+    let Some(s) = app.registry.session_of_peer(peer) else {
+        return;
+    };
+    let text = snapshot(&app, &s.show.id).await;
+    reply(&app, &s, text);
+}
+
+/// A text message arrived on a peer's `events` channel.
+pub async fn on_text(app: Arc<App>, peer: PeerId, text: String) {
+    let Some(s) = app.registry.session_of_peer(peer) else {
+        return;
+    };
+    let msg = match protocol::parse(&text) {
+        Ok(m) => m,
+        Err(rej) => return reply(&app, &s, rej.to_json()),
+    };
+    let seller = s.role == Role::Publisher;
+    if protocol::is_seller_message(&msg) && !seller {
+        return reply(
+            &app,
+            &s,
+            protocol::error(
+                ErrorCode::Forbidden,
+                &format!("only the seller may send {:?}", protocol::type_name(&msg)),
+                None,
+            ),
+        );
+    }
+    match msg {
+        Inbound::Buy(b) => buy(&app, &s, b).await,
+        Inbound::Question { text } => question(&app, &s, text),
+        Inbound::Ping => reply(&app, &s, json!({"type": "pong"}).to_string()),
+        other => {
+            if let Err((code, m)) = seller_action(&app, &s.show.id, other, Origin::Seller).await {
+                reply(&app, &s, protocol::error(code, &m, None));
+            }
+        }
+    }
+}
+
+async fn buy(app: &App, s: &Session, b: protocol::Buy) {
+    let rid = Some(b.request_id.as_str());
+    if b.qty <= 0 || b.qty > app.cfg.commerce.max_qty_per_order as i64 {
+        return reply(
+            app,
+            s,
+            protocol::error(
+                ErrorCode::Invalid,
+                &format!(
+                    "qty must be between 1 and {}",
+                    app.cfg.commerce.max_qty_per_order
+                ),
+                rid,
+            ),
+        );
+    }
+    if app.store.stock(&s.show.id, &b.sku).is_none() {
+        return reply(
+            app,
+            s,
+            protocol::error(
+                ErrorCode::NotFound,
+                &format!("unknown sku {:?}", b.sku),
+                rid,
+            ),
+        );
+    }
+    let limited = app
+        .live
+        .buys
+        .lock()
+        .check(&format!("{}/{}", s.show.id, s.sub), Instant::now());
+    if let Err(wait) = limited {
+        return reply(
+            app,
+            s,
+            protocol::error(
+                ErrorCode::RateLimited,
+                &format!(
+                    "too many buys; retry in {} ms",
+                    wait.as_millis().min(60_000)
+                ),
+                rid,
+            ),
+        );
+    }
+    let highlight_id = b
+        .highlight_id
+        .clone()
+        .or_else(|| app.live.highlight(&s.show.id).map(|h| h.id));
+    let req = OrderRequest {
+        show: s.show.id.to_string(),
+        sku: b.sku.clone(),
+        qty: b.qty as u32,
+        viewer: s.sub.clone(),
+        request_id: b.request_id.clone(),
+        rtp_ts: b.rtp_ts,
+        highlight_id: highlight_id.clone(),
+    };
+    let result = app.store.place_order(req).await;
+    let res = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return reply(
+                app,
+                s,
+                protocol::error(
+                    ErrorCode::Unavailable,
+                    &format!("order not placed: {e}"),
+                    rid,
+                ),
+            )
+        }
+    };
+    app.metrics
+        .orders
+        .with_label_values(&[res.status.as_str()])
+        .inc();
+    reply(
+        app,
+        s,
+        json!({
+            "type": "order", "request_id": res.request_id, "status": res.status,
+            "order_id": res.order_id, "sku": res.sku, "qty": res.qty, "reason": res.reason,
+        })
+        .to_string(),
+    );
+    if res.status == OrderStatus::Confirmed {
+        if let Some(h) = &highlight_id {
+            if app
+                .live
+                .highlight(&s.show.id)
+                .is_some_and(|cur| &cur.id == h)
+            {
+                app.metrics
+                    .highlight_buys
+                    .with_label_values(&[&*s.show.id, res.sku.as_str()])
+                    .inc();
+            }
+        }
+        {
+            let mut shows = app.live.shows.lock();
+            let st = shows.entry(s.show.id.to_string()).or_default();
+            st.recent
+                .push_back((Instant::now(), res.sku.clone(), res.qty));
+            if !st.sold_dirty.contains(&res.sku) {
+                st.sold_dirty.push(res.sku.clone());
+            }
+        }
+        to_seller(
+            app,
+            &s.show.id,
+            json!({
+                "type": "order_placed", "order_id": res.order_id, "sku": res.sku,
+                "qty": res.qty, "viewer": s.sub,
+            })
+            .to_string(),
+        );
+    }
+}
+
+fn question(app: &App, s: &Session, text: String) {
+    let text = text.trim().to_string();
+    let max = app.cfg.commerce.max_question_chars;
+    if text.is_empty() || text.chars().count() > max {
+        return reply(
+            app,
+            s,
+            protocol::error(
+                ErrorCode::Invalid,
+                &format!("a question is 1 to {max} characters"),
+                None,
+            ),
+        );
+    }
+    let limited = app
+        .live
+        .questions
+        .lock()
+        .check(&format!("{}/{}", s.show.id, s.sub), Instant::now());
+    if limited.is_err() {
+        return reply(
+            app,
+            s,
+            protocol::error(
+                ErrorCode::RateLimited,
+                "too many questions; slow down",
+                None,
+            ),
+        );
+    }
+    to_seller(
+        app,
+        &s.show.id,
+        json!({"type": "question", "from": s.sub, "text": text, "at_ms": commerce::now_ms()})
+            .to_string(),
+    );
+    reply(app, s, json!({"type": "question_received"}).to_string());
+}
+
+/// Apply a seller action (from the seller's channel or the REST API) and fan it out.
+pub async fn seller_action(
+    app: &App,
+    show: &str,
+    msg: Inbound,
+    origin: Origin,
+) -> Result<Value, (ErrorCode, String)> {
+    let started = Instant::now();
+    let Some(sh) = app.registry.show(show) else {
+        return Err((ErrorCode::NotFound, format!("no show {show:?}")));
+    };
+    let capture = |c: Option<i64>| if origin == Origin::Api { None } else { c };
+    let product = |sku: &str| {
+        let sku = sku.to_string();
+        async move {
+            app.store
+                .product(show, &sku)
+                .await
+                .ok()
+                .flatten()
+                .ok_or((ErrorCode::NotFound, format!("unknown sku {sku:?}")))
+        }
+    };
+    let (ty, v) = match msg {
+        Inbound::Highlight { sku, capture_ms } => {
+            let p = product(&sku).await?;
+            let (rtp_ts, basis) = clock::stamp(&sh.clock, capture(capture_ms));
+            let id = {
+                let mut shows = app.live.shows.lock();
+                let st = shows.entry(show.to_string()).or_default();
+                st.highlights += 1;
+                let id = format!("h-{}", st.highlights);
+                st.highlight = Some(Highlight {
+                    id: id.clone(),
+                    sku: sku.clone(),
+                    rtp_ts,
+                });
+                id
+            };
+            app.metrics
+                .highlights
+                .with_label_values(&[show, &sku])
+                .inc();
+            (
+                "highlight",
+                json!({"type": "highlight", "highlight_id": id, "sku": sku, "product": product_json(&p),
+                       "rtp_ts": rtp_ts, "basis": basis, "capture_ms": capture_ms}),
+            )
+        }
+        Inbound::Unhighlight { capture_ms } => {
+            let (rtp_ts, basis) = clock::stamp(&sh.clock, capture(capture_ms));
+            let prev = app
+                .live
+                .shows
+                .lock()
+                .get_mut(show)
+                .and_then(|s| s.highlight.take());
+            let Some(prev) = prev else {
+                return Err((ErrorCode::Invalid, "nothing is highlighted".into()));
+            };
+            (
+                "unhighlight",
+                json!({"type": "unhighlight", "highlight_id": prev.id, "sku": prev.sku,
+                       "rtp_ts": rtp_ts, "basis": basis, "capture_ms": capture_ms}),
+            )
+        }
+        Inbound::Price {
+            sku,
+            price,
+            capture_ms,
+        } => {
+            if price < 0 {
+                return Err((
+                    ErrorCode::Invalid,
+                    "price must be >= 0 (minor units)".into(),
+                ));
+            }
+            let p = product(&sku).await?;
+            let spec = commerce::ProductSpec {
+                sku: sku.clone(),
+                title: p.title.clone(),
+                price,
+                currency: p.currency.clone(),
+                image_url: p.image_url.clone(),
+                stock: None,
+            };
+            app.store
+                .upsert_product(show, spec)
+                .await
+                .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?;
+            let (rtp_ts, basis) = clock::stamp(&sh.clock, capture(capture_ms));
+            (
+                "price",
+                json!({"type": "price", "sku": sku, "price": price, "currency": p.currency,
+                       "rtp_ts": rtp_ts, "basis": basis, "capture_ms": capture_ms}),
+            )
+        }
+        Inbound::Stock { sku, stock } => {
+            if stock < 0 {
+                return Err((ErrorCode::Invalid, "stock must be >= 0".into()));
+            }
+            product(&sku).await?;
+            // The store's stock feed broadcasts the change (see `stock_feed`).
+            app.store
+                .set_stock(show, &sku, stock)
+                .await
+                .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?;
+            return Ok(json!({"type": "stock", "sku": sku, "stock": stock}));
+        }
+        Inbound::Chat { text } => {
+            let text = text.trim().to_string();
+            if text.is_empty() || text.chars().count() > app.cfg.commerce.max_question_chars {
+                return Err((ErrorCode::Invalid, "chat text is empty or too long".into()));
+            }
+            (
+                "chat",
+                json!({"type": "chat", "from": "seller", "text": text}),
+            )
+        }
+        other => {
+            return Err((
+                ErrorCode::Invalid,
+                format!("{:?} is not a seller action", protocol::type_name(&other)),
+            ))
+        }
+    };
+    broadcast(app, show, ty, v.to_string(), started);
+    Ok(v)
+}
+
+/// Forward every committed stock change to the show's viewers, stamped with the video clock.
+pub async fn stock_feed(app: Arc<App>) {
+    let mut rx = app.store.subscribe_stock();
+    loop {
+        match rx.recv().await {
+            Ok(ch) => {
+                let started = Instant::now();
+                let ts = app
+                    .registry
+                    .show(&ch.show_id)
+                    .and_then(|s| s.clock.latest());
+                let v = json!({"type": "stock", "sku": ch.sku, "stock": ch.stock, "rtp_ts": ts});
+                broadcast(&app, &ch.show_id, "stock", v.to_string(), started);
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("stock feed lagged by {n} changes");
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Once a second: `sold` social proof per show (only for skus that sold), and the viewer count
+/// to each seller.
+pub async fn ticker(app: Arc<App>) {
+    let mut iv = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        iv.tick().await;
+        let now = Instant::now();
+        let mut out: Vec<(String, String)> = Vec::new();
+        {
+            let mut shows = app.live.shows.lock();
+            for (show, st) in shows.iter_mut() {
+                while st
+                    .recent
+                    .front()
+                    .is_some_and(|(t, _, _)| now.duration_since(*t) > Duration::from_secs(60))
+                {
+                    st.recent.pop_front();
+                }
+                for sku in st.sold_dirty.drain(..) {
+                    let n: u32 = st
+                        .recent
+                        .iter()
+                        .filter(|(_, s, _)| *s == sku)
+                        .map(|(_, _, q)| *q)
+                        .sum();
+                    out.push((
+                        show.clone(),
+                        json!({"type": "sold", "sku": sku, "last_minute": n}).to_string(),
+                    ));
+                }
+            }
+        }
+        for (show, text) in out {
+            broadcast(&app, &show, "sold", text, now);
+        }
+        for sh in app.registry.shows() {
+            if sh.publisher.lock().is_some() {
+                let n = sh.viewers.load(std::sync::atomic::Ordering::Relaxed);
+                to_seller(
+                    &app,
+                    &sh.id,
+                    json!({"type": "viewers", "count": n}).to_string(),
+                );
+            }
+        }
+    }
+}
