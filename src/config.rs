@@ -141,6 +141,9 @@ pub struct Shows {
     pub default_video_codecs: Vec<VideoCodec>,
     /// Whether a show is created on first WHIP/WHEP use (otherwise it must exist via the API).
     pub create_on_first_use: bool,
+    /// On a first start (empty store), create the show `demo` with three sample products so
+    /// the studio and viewer pages work out of the box.
+    pub seed_demo: bool,
 }
 
 /// Orders and webhooks.
@@ -222,6 +225,7 @@ impl Default for Shows {
         Shows {
             default_video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
             create_on_first_use: true,
+            seed_demo: true,
         }
     }
 }

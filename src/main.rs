@@ -102,10 +102,16 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             .map(|h| h.addr.to_string())
             .collect();
         println!("hawker is running");
-        println!("  media UDP (one per shard): {}", shards.join(", "));
-        println!("  metrics:    http://{}/metrics", running.metrics_addr);
+        println!();
+        println!("  seller studio: {base}/studio/demo#token={token}");
+        println!("  viewer page:   {base}/watch/demo");
+        println!("  all shows:     {base}/");
+        println!();
         println!("  WHIP:       {base}/whip/demo   (Authorization: Bearer <publisher token>)");
         println!("  WHEP:       {base}/whep/demo");
+        println!("  REST API:   {base}/api/v1      (Authorization: Bearer <admin token>)");
+        println!("  metrics:    http://{}/metrics", running.metrics_addr);
+        println!("  media UDP (one socket per shard): {}", shards.join(", "));
         println!("  publisher token for show \"demo\" (12h):\n    {token}");
         println!("  admin token (12h):\n    {admin}");
         hawker::server::signal().await;

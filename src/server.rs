@@ -54,6 +54,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             cfg.data_dir.display()
         )
     })?;
+    if cfg.shows.seed_demo && store.shows(None).await.map(|v| v.is_empty()).unwrap_or(false) {
+        seed_demo(&store, &cfg).await;
+    }
     let registry = crate::shows::Registry::default();
     // Shows survive restarts: rebuild the registry from the store.
     for s in store.shows(None).await.unwrap_or_default() {
@@ -176,5 +179,48 @@ pub async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// The show `demo` with three products, so a first run has something to sell.
+async fn seed_demo(store: &crate::commerce::Store, cfg: &Config) {
+    let created = store
+        .create_show(crate::commerce::NewShow {
+            id: Some("demo".into()),
+            title: "Demo show".into(),
+            scheduled_at: None,
+            video_codecs: cfg
+                .shows
+                .default_video_codecs
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+        })
+        .await;
+    if let Err(e) = created {
+        tracing::warn!("demo show not created: {e}");
+        return;
+    }
+    for (sku, title, price, stock) in [
+        ("lamp-1", "Brass desk lamp", 4900, 25),
+        ("mug-2", "Hand-thrown mug", 1800, 60),
+        ("scarf-3", "Merino scarf", 3500, 12),
+    ] {
+        let r = store
+            .upsert_product(
+                "demo",
+                crate::commerce::ProductSpec {
+                    sku: sku.into(),
+                    title: title.into(),
+                    price,
+                    currency: "USD".into(),
+                    image_url: None,
+                    stock: Some(stock),
+                },
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("demo product {sku} not created: {e}");
+        }
     }
 }

@@ -145,10 +145,18 @@ pub async fn whip_post(
     }
 }
 
+/// Query parameters of `POST /whep/{show}`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WhepQuery {
+    /// Stable id of an anonymous viewer (1-64 of `[A-Za-z0-9_-]`).
+    pub viewer: Option<String>,
+}
+
 /// `POST /whep/{show}`.
 pub async fn whep_post(
     State(app): State<Arc<App>>,
     Path(show_id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<WhepQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -156,7 +164,12 @@ pub async fn whep_post(
     check_show_id(&show_id)?;
     let header = auth_header(&headers);
     let sub = if header.is_none() && app.cfg.auth.anonymous_viewers {
-        format!("anon-{}", &new_session_id()[..12])
+        // An anonymous viewer may name itself (`?viewer=<id>`, e.g. a UUID kept in the
+        // browser) so that its buys stay idempotent across reconnects.
+        match query.viewer.as_deref().filter(|v| valid_show_id(v)) {
+            Some(v) => format!("anon-{v}"),
+            None => format!("anon-{}", &new_session_id()[..12]),
+        }
     } else {
         app.keys
             .authorize(
