@@ -54,7 +54,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             cfg.data_dir.display()
         )
     })?;
-    if cfg.shows.seed_demo && store.shows(None).await.map(|v| v.is_empty()).unwrap_or(false) {
+    if cfg.shows.seed_demo
+        && store
+            .shows(None)
+            .await
+            .map(|v| v.is_empty())
+            .unwrap_or(false)
+    {
         seed_demo(&store, &cfg).await;
     }
     let registry = crate::shows::Registry::default();
@@ -102,16 +108,16 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     });
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    if !endpoints.is_empty() {
-        let worker = crate::commerce::webhooks::Worker::new(
-            store.clone(),
-            crate::commerce::webhooks::Config {
-                endpoints,
-                ..Default::default()
-            },
-        )?;
-        tokio::spawn(worker.run());
-    }
+    // Always run the worker: with no endpoints it marks events delivered and prunes them,
+    // so the outbox does not grow without bound.
+    let worker = crate::commerce::webhooks::Worker::new(
+        store.clone(),
+        crate::commerce::webhooks::Config {
+            endpoints,
+            ..Default::default()
+        },
+    )?;
+    tokio::spawn(worker.run());
     tokio::spawn(crate::live::stock_feed(app.clone()));
     tokio::spawn(crate::live::ticker(app.clone()));
     {
@@ -161,6 +167,9 @@ impl Running {
         for t in self.tasks.into_iter().skip(1) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
+        // Commit the last batch cleanly (an unanswered order is never lost either way).
+        let store = self.app.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
 }
 

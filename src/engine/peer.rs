@@ -45,6 +45,8 @@ pub(crate) struct Peer {
     pub audio: Option<OutTrack>,
     /// Viewer: negotiated payload types.
     pub pts: PtMap,
+    /// Viewer: NACKs received so far per media line (str0m reports running totals).
+    pub nacks: Vec<(Mid, u64)>,
 }
 
 impl Peer {
@@ -66,6 +68,7 @@ impl Peer {
             video: None,
             audio: None,
             pts: PtMap::default(),
+            nacks: Vec::new(),
         }
     }
 

@@ -234,6 +234,8 @@ impl Core {
         let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
+            // Egress stats carry the NACK counts behind `hawker_media_nacks_total`.
+            .set_stats_interval((role == Role::Viewer).then_some(Duration::from_secs(1)))
             .clear_codecs()
             .enable_opus(true, false);
         for c in &show.video_codecs {
@@ -470,42 +472,49 @@ impl Core {
                     p.video_mid = Some(m.mid);
                 }
             }
-            RtcEvent::RtpPacket(pkt) => {
-                if p.role == Role::Publisher {
-                    self.publisher_packet(now, idx, pkt);
-                }
+            RtcEvent::RtpPacket(pkt) if p.role == Role::Publisher => {
+                self.publisher_packet(now, idx, pkt);
             }
             RtcEvent::KeyframeRequest(_) => {
                 self.metrics.plis_from_viewers.inc();
                 let show = p.show.clone();
                 self.ask_keyframe(now, &show);
             }
-            RtcEvent::ChannelOpen(cid, label) => {
-                if label == EVENTS_LABEL {
-                    p.channel = Some(cid);
-                    let _ = self.events.send(Event::ChannelOpen {
-                        peer: p.id,
-                        show: p.show.clone(),
-                        role: p.role,
-                    });
-                }
+            RtcEvent::ChannelOpen(cid, label) if label == EVENTS_LABEL => {
+                p.channel = Some(cid);
+                let _ = self.events.send(Event::ChannelOpen {
+                    peer: p.id,
+                    show: p.show.clone(),
+                    role: p.role,
+                });
             }
-            RtcEvent::ChannelData(d) => {
-                if Some(d.id) == p.channel {
-                    self.metrics.dc_messages_in.inc();
-                    let text = String::from_utf8_lossy(&d.data).into_owned();
-                    let _ = self.events.send(Event::Text {
-                        peer: p.id,
-                        show: p.show.clone(),
-                        role: p.role,
-                        text,
-                    });
-                }
+            RtcEvent::ChannelData(d) if Some(d.id) == p.channel => {
+                self.metrics.dc_messages_in.inc();
+                let text = String::from_utf8_lossy(&d.data).into_owned();
+                let _ = self.events.send(Event::Text {
+                    peer: p.id,
+                    show: p.show.clone(),
+                    role: p.role,
+                    text,
+                });
             }
-            RtcEvent::ChannelClose(cid) => {
-                if Some(cid) == p.channel {
-                    p.channel = None;
-                }
+            RtcEvent::MediaEgressStats(st) => {
+                let prev = p.nacks.iter_mut().find(|(m, _)| *m == st.mid);
+                let delta = match prev {
+                    Some((_, n)) => {
+                        let d = st.nacks.saturating_sub(*n);
+                        *n = st.nacks;
+                        d
+                    }
+                    None => {
+                        p.nacks.push((st.mid, st.nacks));
+                        st.nacks
+                    }
+                };
+                self.metrics.nacks.inc_by(delta);
+            }
+            RtcEvent::ChannelClose(cid) if Some(cid) == p.channel => {
+                p.channel = None;
             }
             _ => {}
         }
