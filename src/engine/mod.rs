@@ -17,6 +17,7 @@ pub mod codec;
 pub mod forwarder;
 pub mod keyframe;
 mod peer;
+mod sendmmsg;
 pub mod shard;
 
 use std::net::SocketAddr;

@@ -45,6 +45,8 @@ pub(crate) struct Peer {
     pub audio: Option<OutTrack>,
     /// Viewer: negotiated payload types.
     pub pts: PtMap,
+    /// Local ICE ufrag (routing key for STUN from new addresses).
+    pub ufrag: String,
     /// Viewer: NACKs received so far per media line (str0m reports running totals).
     pub nacks: Vec<(Mid, u64)>,
 }
@@ -69,6 +71,7 @@ impl Peer {
             audio: None,
             pts: PtMap::default(),
             nacks: Vec::new(),
+            ufrag: String::new(),
         }
     }
 

@@ -100,7 +100,9 @@ pub struct Core {
     free: Vec<usize>,
     by_id: HashMap<PeerId, usize>,
     by_addr: HashMap<SocketAddr, usize>,
-    connecting: Vec<usize>,
+    /// Local ICE ufrag → peer: a STUN check from an address we have not seen (first contact,
+    /// a second candidate pair, a network change) finds its peer here, never by a scan.
+    by_ufrag: HashMap<String, usize>,
     shows: HashMap<Arc<str>, LocalShow>,
     epoch: Instant,
     /// Datagrams to send.
@@ -129,7 +131,7 @@ impl Core {
             free: Vec::new(),
             by_id: HashMap::new(),
             by_addr: HashMap::new(),
-            connecting: Vec::new(),
+            by_ufrag: HashMap::new(),
             shows: HashMap::new(),
             epoch: Instant::now(),
             transmits: Vec::new(),
@@ -187,7 +189,11 @@ impl Core {
                     }
                 };
                 self.by_id.insert(id, idx);
-                self.connecting.push(idx);
+                if let Some(p) = self.peers[idx].as_mut() {
+                    let ufrag = p.rtc.direct_api().local_ice_credentials().ufrag;
+                    p.ufrag = ufrag.clone();
+                    self.by_ufrag.insert(ufrag, idx);
+                }
                 let local = self
                     .shows
                     .entry(show.id.clone())
@@ -327,11 +333,14 @@ impl Core {
         let idx = match self.by_addr.get(&source) {
             Some(&i) => i,
             None => {
-                let found = self.connecting.iter().copied().find(|&i| {
-                    self.peers[i]
-                        .as_ref()
-                        .is_some_and(|p| p.rtc.accepts(&input))
-                });
+                let found = stun_local_ufrag(data)
+                    .and_then(|u| std::str::from_utf8(u).ok())
+                    .and_then(|u| self.by_ufrag.get(u).copied())
+                    .filter(|&i| {
+                        self.peers[i]
+                            .as_ref()
+                            .is_some_and(|p| p.rtc.accepts(&input))
+                    });
                 match found {
                     Some(i) => {
                         self.by_addr.insert(source, i);
@@ -447,7 +456,6 @@ impl Core {
         match e {
             RtcEvent::Connected => {
                 p.connected = true;
-                self.connecting.retain(|&i| i != idx);
                 let (id, show, role) = (p.id, p.show.clone(), p.role);
                 let _ = self.events.send(Event::Connected {
                     peer: id,
@@ -663,7 +671,10 @@ impl Core {
                         );
                         self.metrics.forwarded.inc();
                     }
-                    let _ = p.rtc.handle_input(Input::Timeout(now));
+                    // No `Input::Timeout` here: str0m's readiness tracking releases the
+                    // written packet on the next poll, and the shard's timer loop drives
+                    // time separately. A timeout per viewer per packet would run every timer
+                    // of the peer 250 times a second for nothing.
                     self.drain(now, idx);
                 }
                 Decision::Drop(_) => self.metrics.dropped.inc(),
@@ -759,7 +770,7 @@ impl Core {
         for a in &p.addrs {
             self.by_addr.remove(a);
         }
-        self.connecting.retain(|&i| i != idx);
+        self.by_ufrag.remove(&p.ufrag);
         if let Some(s) = self.shows.get_mut(&p.show) {
             s.viewers.retain(|&i| i != idx);
             if s.publisher == Some(idx) {
@@ -787,6 +798,28 @@ impl Core {
             }
         }
     }
+}
+
+/// The local ufrag of a STUN binding request (the part of USERNAME before `:`), if `data` is
+/// one. Only enough of RFC 8489 to route; str0m validates the message itself.
+pub fn stun_local_ufrag(data: &[u8]) -> Option<&[u8]> {
+    if data.len() < 20 || data[0] & 0xC0 != 0 || data[4..8] != [0x21, 0x12, 0xA4, 0x42] {
+        return None;
+    }
+    let len = u16::from_be_bytes([data[2], data[3]]) as usize;
+    let body = data.get(20..20 + len)?;
+    let mut i = 0;
+    while i + 4 <= body.len() {
+        let ty = u16::from_be_bytes([body[i], body[i + 1]]);
+        let alen = u16::from_be_bytes([body[i + 2], body[i + 3]]) as usize;
+        let value = body.get(i + 4..i + 4 + alen)?;
+        if ty == 0x0006 {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            return Some(&value[..end]);
+        }
+        i += 4 + alen.div_ceil(4) * 4;
+    }
+    None
 }
 
 /// The shard driver: owns the socket, reads the clock, moves bytes and messages.
@@ -860,11 +893,18 @@ pub fn run(
 }
 
 fn flush(core: &mut Core, sock: &mio::net::UdpSocket, shards: &[Link], me: usize) {
-    for t in core.transmits.drain(..) {
-        if let Err(e) = sock.send_to(&t.contents, t.destination) {
-            tracing::trace!("send to {} failed: {e}", t.destination);
-            core.metrics.send_errors.inc();
+    if !core.transmits.is_empty() {
+        let items: Vec<(SocketAddr, &[u8])> = core
+            .transmits
+            .iter()
+            .map(|t| (t.destination, &t.contents[..]))
+            .collect();
+        let failed = super::sendmmsg::send_all(sock, &items);
+        drop(items);
+        if failed > 0 {
+            core.metrics.send_errors.inc_by(failed as u64);
         }
+        core.transmits.clear();
     }
     let mut woken = vec![false; shards.len()];
     for (dest, msg) in core.outbox.drain(..) {
@@ -890,6 +930,30 @@ fn flush(core: &mut Core, sock: &mio::net::UdpSocket, shards: &[Link], me: usize
         if w {
             let _ = shards[i].waker.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_ufrag_of_a_binding_request() {
+        let user = b"abcd:wxyz";
+        let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        m.extend_from_slice(&[7; 12]);
+        // A SOFTWARE attribute first (padded), then USERNAME.
+        let mut attrs = vec![0x80, 0x22, 0x00, 0x03, b'a', b'b', b'c', 0];
+        attrs.extend_from_slice(&[0x00, 0x06, 0x00, user.len() as u8]);
+        attrs.extend_from_slice(user);
+        attrs.extend_from_slice(&[0, 0, 0]);
+        m[2..4].copy_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&attrs);
+        assert_eq!(stun_local_ufrag(&m), Some(&b"abcd"[..]));
+        // Truncated, RTP-looking and garbage inputs are not STUN.
+        assert_eq!(stun_local_ufrag(&m[..m.len() - 5]), None);
+        assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+        assert_eq!(stun_local_ufrag(b"hello"), None);
     }
 }
 

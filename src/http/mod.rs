@@ -164,6 +164,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .nest("/api/v1", api::router())
         .merge(pages::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            count_requests,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors)
@@ -176,6 +180,25 @@ pub fn metrics_router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(app)
+}
+
+/// `hawker_http_requests_total{route, status}`, by route template (bounded label set).
+async fn count_requests(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let resp = next.run(req).await;
+    app.metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), resp.status().as_str()])
+        .inc();
+    resp
 }
 
 async fn healthz() -> impl IntoResponse {
