@@ -104,6 +104,11 @@ pub struct Media {
     /// Minimum interval between keyframe requests sent to a publisher, per show.
     #[serde(with = "humantime_serde_compat")]
     pub keyframe_interval: Duration,
+    /// A joining viewer starts from the show's last keyframe (replayed from a cache of shared
+    /// packets) when it is at most this old; otherwise the publisher is asked for one. Zero
+    /// disables the cache.
+    #[serde(with = "humantime_serde_compat")]
+    pub keyframe_cache_max_age: Duration,
     /// A peer that has not completed ICE within this time is dropped.
     #[serde(with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
@@ -196,6 +201,7 @@ impl Default for Media {
             port_base: 0,
             announce_ip: None,
             keyframe_interval: Duration::from_millis(500),
+            keyframe_cache_max_age: Duration::from_millis(1000),
             connect_timeout: Duration::from_secs(15),
             max_peers_per_shard: 10_000,
         }

@@ -27,6 +27,7 @@ pub struct Metrics {
     plis_from_viewers: IntCounterVec,
     plis_to_publishers: IntCounterVec,
     keyframes_in: IntCounterVec,
+    cache_starts: IntCounterVec,
     dc_in: IntCounterVec,
     dc_out: IntCounterVec,
     dc_dropped: IntCounterVec,
@@ -77,6 +78,8 @@ pub struct ShardMetrics {
     pub plis_to_publishers: IntCounter,
     /// Keyframes received from publishers.
     pub keyframes_in: IntCounter,
+    /// Viewers started from the keyframe cache.
+    pub keyframe_cache_starts: IntCounter,
     /// Data-channel messages received.
     pub dc_messages_in: IntCounter,
     /// Data-channel messages sent.
@@ -163,6 +166,7 @@ impl Metrics {
             plis_from_viewers: counter(&r, "hawker_media_viewer_keyframe_requests_total", "PLI/FIR received from viewers", s),
             plis_to_publishers: counter(&r, "hawker_media_publisher_plis_total", "PLIs sent to publishers (coalesced, throttled)", s),
             keyframes_in: counter(&r, "hawker_media_keyframes_in_total", "Keyframes received from publishers", s),
+            cache_starts: counter(&r, "hawker_media_keyframe_cache_starts_total", "Viewers started from the cached keyframe instead of a PLI", s),
             dc_in: counter(&r, "hawker_datachannel_messages_in_total", "Data-channel messages received", s),
             dc_out: counter(&r, "hawker_datachannel_messages_out_total", "Data-channel messages sent", s),
             dc_dropped: counter(&r, "hawker_datachannel_messages_dropped_total", "Data-channel messages dropped because the peer's send buffer was full", s),
@@ -197,6 +201,7 @@ impl Metrics {
             plis_from_viewers: self.plis_from_viewers.with_label_values(&l),
             plis_to_publishers: self.plis_to_publishers.with_label_values(&l),
             keyframes_in: self.keyframes_in.with_label_values(&l),
+            keyframe_cache_starts: self.cache_starts.with_label_values(&l),
             dc_messages_in: self.dc_in.with_label_values(&l),
             dc_messages_out: self.dc_out.with_label_values(&l),
             dc_dropped: self.dc_dropped.with_label_values(&l),

@@ -26,6 +26,8 @@ pub struct Show {
     pub viewers: AtomicUsize,
     /// Most viewers at once.
     pub peak_viewers: AtomicUsize,
+    /// The peak last written to the store.
+    pub recorded_peak: AtomicUsize,
 }
 
 impl Show {
@@ -39,6 +41,7 @@ impl Show {
             live: Default::default(),
             viewers: AtomicUsize::new(0),
             peak_viewers: AtomicUsize::new(0),
+            recorded_peak: AtomicUsize::new(0),
         }
     }
 

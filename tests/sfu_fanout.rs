@@ -75,7 +75,30 @@ async fn fifty_viewers_receive_every_payload_bit_exact() {
         .expect("viewer receives video and audio");
     }
     publisher.stop_streaming();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Give losses (a loaded machine drops loopback datagrams too) time to be repaired by NACK.
+    for v in &viewers {
+        let _ = v
+            .wait_for(
+                |l| {
+                    [(&l.video, MediaKind::Video), (&l.audio, MediaKind::Audio)]
+                        .iter()
+                        .all(|(got, kind)| {
+                            let Some(first) = got.first().and_then(|p| p.tag) else {
+                                return false;
+                            };
+                            let have: HashSet<[u8; 32]> =
+                                got.iter().map(|p| p.payload_sha256).collect();
+                            publisher
+                                .sent(*kind)
+                                .iter()
+                                .filter(|s| s.index >= first.index)
+                                .all(|s| have.contains(&s.payload_sha256))
+                        })
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+    }
 
     let sent: BTreeMap<[u8; 32], ()> = publisher
         .sent_all()

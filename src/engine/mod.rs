@@ -102,6 +102,11 @@ impl Clock {
         self.sr_ntp_us.store(ntp_us, Ordering::Release);
     }
 
+    /// Forget the sender report (a new publisher session has its own capture clock).
+    pub fn clear_sender_report(&self) {
+        self.sr_ntp_us.store(0, Ordering::Release);
+    }
+
     /// The latest sender report as (NTP µs since the epoch, show RTP timestamp).
     pub fn sender_report(&self) -> Option<(u64, u32)> {
         let ntp = self.sr_ntp_us.load(Ordering::Acquire);
@@ -296,6 +301,7 @@ impl Engine {
                 keyframe_interval: cfg.media.keyframe_interval,
                 connect_timeout: cfg.media.connect_timeout,
                 max_peers: cfg.media.max_peers_per_shard,
+                keyframe_cache_age: cfg.media.keyframe_cache_max_age,
             };
             let core = shard::Core::new(
                 settings,

@@ -60,6 +60,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Peer cap.
     pub max_peers: usize,
+    /// Start joining viewers from a cached keyframe at most this old (zero disables).
+    pub keyframe_cache_age: Duration,
 }
 
 /// Where a cross-shard message goes.
@@ -77,7 +79,14 @@ struct LocalShow {
     publisher: Option<usize>,
     /// Present on the show's home shard.
     home: Option<Home>,
+    /// Video packets since the last keyframe start (shared `Arc`s, no copies): a viewer that
+    /// connects shortly after a keyframe starts from it at once instead of waiting for a PLI.
+    gop: Vec<Arc<MediaPacket>>,
 }
+
+/// Most packets kept in a show's keyframe cache (≈ 2 s at 2.5 Mbit/s); beyond it caching
+/// stops until the next keyframe.
+const GOP_MAX_PACKETS: usize = 600;
 
 /// The show state that lives on its home shard.
 struct Home {
@@ -201,6 +210,7 @@ impl Core {
                         viewers: Vec::new(),
                         publisher: None,
                         home: None,
+                        gop: Vec::new(),
                     });
                 match role {
                     Role::Publisher => {
@@ -214,6 +224,9 @@ impl Core {
                             prev_video: None,
                         });
                         home.gate.reset();
+                        // Until this session's first sender report, seller events use the
+                        // newest timestamp rather than the old session's capture clock.
+                        home.clock.clear_sender_report();
                         home.video_codecs = show.video_codecs.clone();
                     }
                     Role::Viewer => local.viewers.push(idx),
@@ -463,7 +476,7 @@ impl Core {
                     role,
                 });
                 if role == Role::Viewer {
-                    self.ask_keyframe(now, &show);
+                    self.start_viewer(now, idx, &show);
                 }
             }
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -626,59 +639,91 @@ impl Core {
     }
 
     /// Write one show packet to every local viewer of the show.
-    pub fn fanout(&mut self, now: Instant, mp: &MediaPacket) {
-        let Some(show) = self.shows.get(&mp.show) else {
+    pub fn fanout(&mut self, now: Instant, mp: &Arc<MediaPacket>) {
+        let Some(show) = self.shows.get_mut(&mp.show) else {
             return;
         };
-        // Index loop: drain() needs &mut self. Viewers removed meanwhile are skipped.
+        if mp.pkt.track == Track::Video && !self.s.keyframe_cache_age.is_zero() {
+            if mp.pkt.keyframe_start {
+                show.gop.clear();
+            }
+            if mp.pkt.keyframe_start || !show.gop.is_empty() {
+                if show.gop.len() < GOP_MAX_PACKETS {
+                    show.gop.push(mp.clone());
+                } else {
+                    show.gop.clear();
+                }
+            }
+        }
+        // Index loop: forward_one() needs &mut self. Viewers removed meanwhile are skipped.
         let n = show.viewers.len();
         for i in 0..n {
             let Some(&idx) = self.shows.get(&mp.show).and_then(|s| s.viewers.get(i)) else {
                 break;
             };
-            let Some(p) = self.peers[idx].as_mut() else {
-                continue;
-            };
-            if !p.connected {
-                continue;
+            self.forward_one(now, idx, mp);
+        }
+    }
+
+    /// A viewer just connected: replay the cached keyframe and what followed if it is recent,
+    /// else ask the publisher for a keyframe (through the show's gate).
+    fn start_viewer(&mut self, now: Instant, idx: usize, show: &Arc<str>) {
+        let cached: Vec<Arc<MediaPacket>> = self
+            .shows
+            .get(show)
+            .map(|s| s.gop.clone())
+            .unwrap_or_default();
+        let fresh = cached
+            .first()
+            .is_some_and(|k| now.saturating_duration_since(k.arrival) <= self.s.keyframe_cache_age);
+        if fresh {
+            self.metrics.keyframe_cache_starts.inc();
+            for mp in &cached {
+                self.forward_one(now, idx, mp);
             }
-            let pts = p.pts;
-            let out = match mp.pkt.track {
-                Track::Audio => p.audio.as_mut(),
-                Track::Video => p.video.as_mut(),
-            };
-            let Some(out) = out else { continue };
-            match forwarder::decide(&mp.pkt, &mut out.fwd, &pts) {
-                Decision::Send {
-                    seq,
-                    ts,
-                    pt,
-                    marker,
-                } => {
-                    let ssrc = out.ssrc;
-                    let mut api = p.rtc.direct_api();
-                    if let Some(tx) = api.stream_tx(&ssrc) {
-                        tx.write_rtp(
-                            RtpWrite::new(
-                                pt.into(),
-                                seq.into(),
-                                ts,
-                                mp.arrival,
-                                mp.payload.clone(),
-                            )
+        } else {
+            self.ask_keyframe(now, show);
+        }
+    }
+
+    /// Run the forwarding decision for one viewer and write the packet if it says so.
+    fn forward_one(&mut self, now: Instant, idx: usize, mp: &MediaPacket) {
+        let Some(p) = self.peers[idx].as_mut() else {
+            return;
+        };
+        if !p.connected {
+            return;
+        }
+        let pts = p.pts;
+        let out = match mp.pkt.track {
+            Track::Audio => p.audio.as_mut(),
+            Track::Video => p.video.as_mut(),
+        };
+        let Some(out) = out else { return };
+        match forwarder::decide(&mp.pkt, &mut out.fwd, &pts) {
+            Decision::Send {
+                seq,
+                ts,
+                pt,
+                marker,
+            } => {
+                let ssrc = out.ssrc;
+                let mut api = p.rtc.direct_api();
+                if let Some(tx) = api.stream_tx(&ssrc) {
+                    tx.write_rtp(
+                        RtpWrite::new(pt.into(), seq.into(), ts, mp.arrival, mp.payload.clone())
                             .marker(marker)
                             .nackable(mp.pkt.track == Track::Video),
-                        );
-                        self.metrics.forwarded.inc();
-                    }
-                    // No `Input::Timeout` here: str0m's readiness tracking releases the
-                    // written packet on the next poll, and the shard's timer loop drives
-                    // time separately. A timeout per viewer per packet would run every timer
-                    // of the peer 250 times a second for nothing.
-                    self.drain(now, idx);
+                    );
+                    self.metrics.forwarded.inc();
                 }
-                Decision::Drop(_) => self.metrics.dropped.inc(),
+                // No `Input::Timeout` here: str0m's readiness tracking releases the written
+                // packet on the next poll, and the shard's timer loop drives time separately.
+                // A timeout per viewer per packet would run every timer of the peer for
+                // nothing.
+                self.drain(now, idx);
             }
+            Decision::Drop(_) => self.metrics.dropped.inc(),
         }
     }
 

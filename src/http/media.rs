@@ -102,6 +102,13 @@ pub async fn whip_post(
     )?;
     let offer = parse_offer(&headers, &body)?;
     let show = app.show_for_media(&show_id)?;
+    if let Ok(Some(stored)) = app.store.show(&show_id).await {
+        if stored.state == crate::commerce::ShowState::Ended {
+            return Err(ApiError::Conflict(format!(
+                "show {show_id:?} has ended; create a new show to go live again"
+            )));
+        }
+    }
     let session_id = new_session_id();
     {
         let mut slot = show.publisher.lock();

@@ -530,6 +530,14 @@ pub async fn ticker(app: Arc<App>) {
             broadcast(&app, &show, "sold", text, now);
         }
         for sh in app.registry.shows() {
+            let peak = sh.peak_viewers.load(std::sync::atomic::Ordering::Relaxed) as u32;
+            let recorded = sh
+                .recorded_peak
+                .swap(peak as usize, std::sync::atomic::Ordering::Relaxed);
+            if peak as usize > recorded {
+                // Keep the durable peak current (it is reported by the API and show.ended).
+                let _ = app.store.record_viewers(&sh.id, peak);
+            }
             if sh.publisher.lock().is_some() {
                 let n = sh.viewers.load(std::sync::atomic::Ordering::Relaxed);
                 to_seller(
