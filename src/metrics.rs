@@ -162,7 +162,7 @@ impl Metrics {
             dropped: counter(&r, "hawker_media_packets_dropped_total", "Packets not sent to a viewer (waiting for a keyframe, codec not negotiated)", s),
             garbage: counter(&r, "hawker_media_garbage_total", "Datagrams dropped: unknown source, unparsable, or unusable payload type", s),
             send_errors: counter(&r, "hawker_media_send_errors_total", "Failed UDP sends", s),
-            nacks: counter(&r, "hawker_media_nacks_total", "NACKs received from viewers (served from the send buffer)", s),
+            nacks: counter(&r, "hawker_media_nacks_total", "NACKs received from viewers (answered by str0m from the send buffer over RTX when the viewer negotiated it)", s),
             plis_from_viewers: counter(&r, "hawker_media_viewer_keyframe_requests_total", "PLI/FIR received from viewers", s),
             plis_to_publishers: counter(&r, "hawker_media_publisher_plis_total", "PLIs sent to publishers (coalesced, throttled)", s),
             keyframes_in: counter(&r, "hawker_media_keyframes_in_total", "Keyframes received from publishers", s),

@@ -43,6 +43,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.metrics.listen))?;
     let http_addr = http_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
     let store = crate::commerce::Store::open_with(crate::commerce::store::Config {
         path: cfg.data_dir.join("hawker.db"),
         max_qty_per_order: cfg.commerce.max_qty_per_order,

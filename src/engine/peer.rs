@@ -45,6 +45,8 @@ pub(crate) struct Peer {
     pub audio: Option<OutTrack>,
     /// Viewer: negotiated payload types.
     pub pts: PtMap,
+    /// Viewer: when to start sending media (set on connect).
+    pub start_at: Option<Instant>,
     /// Local ICE ufrag (routing key for STUN from new addresses).
     pub ufrag: String,
     /// Viewer: NACKs received so far per media line (str0m reports running totals).
@@ -72,6 +74,7 @@ impl Peer {
             pts: PtMap::default(),
             nacks: Vec::new(),
             ufrag: String::new(),
+            start_at: None,
         }
     }
 

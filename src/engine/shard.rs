@@ -88,6 +88,9 @@ struct LocalShow {
 /// stops until the next keyframe.
 const GOP_MAX_PACKETS: usize = 600;
 
+/// Delay between a viewer's `Connected` and its first media.
+const VIEWER_SETTLE: Duration = Duration::from_millis(40);
+
 /// The show state that lives on its home shard.
 struct Home {
     audio: SourceMap,
@@ -317,7 +320,22 @@ impl Core {
                 Role::Viewer => "a WHEP offer must receive media (recvonly or sendrecv)".into(),
             }));
         }
-        let peer = Peer2::new(id, rtc, show.id.clone(), role, now);
+        let mids: Vec<(str0m::media::Mid, MediaKind)> = answer
+            .media_lines
+            .iter()
+            .filter_map(|m| rtc.media(m.mid()).map(|media| (m.mid(), media.kind())))
+            .collect();
+        let mut peer = Peer2::new(id, rtc, show.id.clone(), role, now);
+        // Set tracks up now rather than on `MediaAdded`: str0m reports `Connected` first, and a
+        // viewer must be able to take the keyframe cache the moment it connects.
+        for (mid, kind) in mids {
+            match (role, kind) {
+                (Role::Viewer, MediaKind::Audio) => peer.add_out_track(mid, Track::Audio),
+                (Role::Viewer, MediaKind::Video) => peer.add_out_track(mid, Track::Video),
+                (Role::Publisher, MediaKind::Video) => peer.video_mid = Some(mid),
+                _ => {}
+            }
+        }
         Ok((peer, answer.to_sdp_string()))
     }
 
@@ -390,6 +408,14 @@ impl Core {
                 self.remove(now, idx, false);
                 continue;
             }
+            if p.start_at.is_some_and(|t| t <= now) {
+                p.start_at = None;
+                let show = p.show.clone();
+                self.start_viewer(now, idx, &show);
+            }
+            let Some(p) = self.peers[idx].as_mut() else {
+                continue;
+            };
             if p.deadline <= now {
                 let _ = p.rtc.handle_input(Input::Timeout(now));
                 self.drain(now, idx);
@@ -411,10 +437,14 @@ impl Core {
     /// Earliest time [`Core::handle_timeout`] has work.
     pub fn next_deadline(&self) -> Option<Instant> {
         let peers = self.peers.iter().flatten().map(|p| {
+            let d = match p.start_at {
+                Some(t) => p.deadline.min(t),
+                None => p.deadline,
+            };
             if p.connected {
-                p.deadline
+                d
             } else {
-                p.deadline.min(p.created + self.s.connect_timeout)
+                d.min(p.created + self.s.connect_timeout)
             }
         });
         let gates = self
@@ -442,6 +472,9 @@ impl Core {
                     }
                     Ok(Output::Timeout(t)) => {
                         p.deadline = t;
+                        // A remote close turns the peer dead inside poll_output and leaves a
+                        // timeout a century away: notice it now, nothing else will.
+                        dead = !p.rtc.is_alive();
                         break;
                     }
                     Ok(Output::Event(e)) => events.push(e),
@@ -476,22 +509,33 @@ impl Core {
                     role,
                 });
                 if role == Role::Viewer {
-                    self.start_viewer(now, idx, &show);
+                    // The peer may not have its SRTP keys yet (our Connected can precede the
+                    // client's processing of the last DTLS flight): media written now could be
+                    // dropped, and a lost keyframe costs a whole GOP. Start shortly after.
+                    p.start_at = Some(now + VIEWER_SETTLE);
                 }
             }
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 p.rtc.disconnect();
             }
             RtcEvent::MediaAdded(m) => {
-                if p.role == Role::Viewer {
-                    let track = match m.kind {
-                        MediaKind::Audio => Track::Audio,
-                        MediaKind::Video => Track::Video,
-                    };
-                    p.add_out_track(m.mid, track);
-                } else if m.kind == MediaKind::Video {
-                    p.video_mid = Some(m.mid);
+                // Normally already set up in `accept`; covers media added later.
+                match (p.role, m.kind) {
+                    (Role::Viewer, MediaKind::Audio) if p.audio.is_none() => {
+                        p.add_out_track(m.mid, Track::Audio)
+                    }
+                    (Role::Viewer, MediaKind::Video) if p.video.is_none() => {
+                        p.add_out_track(m.mid, Track::Video)
+                    }
+                    (Role::Publisher, MediaKind::Video) if p.video_mid.is_none() => {
+                        p.video_mid = Some(m.mid)
+                    }
+                    _ => {}
                 }
+            }
+            RtcEvent::Closed => {
+                // The remote closed (DTLS close_notify): the peer is done.
+                self.remove(now, idx, false);
             }
             RtcEvent::RtpPacket(pkt) if p.role == Role::Publisher => {
                 self.publisher_packet(now, idx, pkt);
@@ -691,7 +735,7 @@ impl Core {
         let Some(p) = self.peers[idx].as_mut() else {
             return;
         };
-        if !p.connected {
+        if !p.connected || p.start_at.is_some() {
             return;
         }
         let pts = p.pts;
