@@ -1022,6 +1022,15 @@ fn flush(core: &mut Core, sock: &mio::net::UdpSocket, shards: &[Link], me: usize
     }
 }
 
+fn clone_msg(m: &Msg) -> Option<Msg> {
+    match m {
+        Msg::Media(p) => Some(Msg::Media(p.clone())),
+        Msg::KeyframeWanted(s) => Some(Msg::KeyframeWanted(s.clone())),
+        Msg::Text(t, s) => Some(Msg::Text(t.clone(), s.clone())),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1043,14 +1052,5 @@ mod tests {
         assert_eq!(stun_local_ufrag(&m[..m.len() - 5]), None);
         assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
         assert_eq!(stun_local_ufrag(b"hello"), None);
-    }
-}
-
-fn clone_msg(m: &Msg) -> Option<Msg> {
-    match m {
-        Msg::Media(p) => Some(Msg::Media(p.clone())),
-        Msg::KeyframeWanted(s) => Some(Msg::KeyframeWanted(s.clone())),
-        Msg::Text(t, s) => Some(Msg::Text(t.clone(), s.clone())),
-        _ => None,
     }
 }

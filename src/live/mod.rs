@@ -536,7 +536,8 @@ pub async fn ticker(app: Arc<App>) {
                 .swap(peak as usize, std::sync::atomic::Ordering::Relaxed);
             if peak as usize > recorded {
                 // Keep the durable peak current (it is reported by the API and show.ended).
-                let _ = app.store.record_viewers(&sh.id, peak);
+                // The write is queued by the call; its answer is not needed.
+                drop(app.store.record_viewers(&sh.id, peak));
             }
             if sh.publisher.lock().is_some() {
                 let n = sh.viewers.load(std::sync::atomic::Ordering::Relaxed);
