@@ -23,6 +23,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod live;
+pub mod loadtest;
 pub mod metrics;
 pub mod server;
 pub mod shows;

@@ -1,4 +1,4 @@
-//! The `hawker` command: `serve` (default), `token`.
+//! The `hawker` command: `serve` (default), `token`, `loadtest`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +44,8 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Load-test a server with a synthetic publisher and N real WebRTC viewers.
+    Loadtest(Box<hawker::loadtest::Opts>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", keys.issue(&sub, &show, role, ttl));
             Ok(())
         }
+        Cmd::Loadtest(opts) => hawker::loadtest::run(*opts).map(|_| ()),
     }
 }
 

@@ -1,0 +1,629 @@
+//! Cost of fanning one publisher packet out to N viewers, and of fanning one commerce event out.
+//!
+//! Hypotheses (budget: ≥ 300 k delivered packets/s per core ⇒ ≤ 3.3 µs per viewer per packet,
+//! socket included):
+//! * `shard/fanout`: hawker's real hot path without the socket — `Core::handle_msg(Media)`
+//!   (forwarder decision + str0m `write_rtp` + `poll_output` per viewer) and the shard loop's
+//!   `Core::handle_timeout` that releases the packets (str0m pacer snapshot + SRTP protect).
+//!   Expect ~1.5–2.5 µs per viewer: SRTP (AES-GCM) is ~0.3–0.5 µs of it, the rest is str0m's
+//!   per-packet bookkeeping (send queue, RTX cache, TWCC, header serialisation).
+//! * `str0m/*`: the same work on bare str0m peers, to attribute it: write+poll only, with a
+//!   `handle_input(Timeout)` per viewer per packet (what hawker did before), and batched (one
+//!   timeout per viewer after the packet was written to all, what hawker does now).
+//! * `events/*`: serialising a highlight once and sharing the `Arc<str>` with 1000 viewers is
+//!   nanoseconds per viewer; the real per-viewer cost is the SCTP+DTLS write on each viewer's
+//!   data channel (`Core::handle_msg(Text)`), expected a few µs per viewer.
+//!
+//! Peers are connected in memory (ICE, DTLS, SCTP for real; datagrams handed over in-process),
+//! so the benches need no sockets. The negotiated SRTP profile is printed (str0m↔str0m picks
+//! AEAD_AES_256_GCM; see benches/srtp.rs for all three profiles side by side).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hawker::config::VideoCodec;
+use hawker::engine::forwarder::{Codec, Packet, Track};
+use hawker::engine::shard::{Core, Settings};
+use hawker::engine::{AddPeer, Clock, MediaPacket, Msg, Role, ShowSpec, Target};
+use hawker::loadtest::client::{self, Offer};
+use hawker::metrics::Metrics;
+use str0m::change::SdpOffer;
+use str0m::media::{MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+const SHOW: &str = "bench";
+const PAYLOAD: usize = 1200;
+
+fn client_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250 + 1) as u8], 4000))
+}
+
+struct Client {
+    rtc: Rtc,
+    addr: SocketAddr,
+    connected: bool,
+    channel: bool,
+}
+
+impl Client {
+    fn new(i: usize, now: Instant) -> (Client, SdpOffer) {
+        let addr = client_addr(i);
+        let mut rtc = client::rtc(now, addr, Offer::Any);
+        let (offer, pending, _) = client::viewer_offer(&mut rtc);
+        // The pending offer is applied once the answer comes back.
+        PENDING.with(|p| p.borrow_mut().insert(i, pending));
+        (
+            Client {
+                rtc,
+                addr,
+                connected: false,
+                channel: false,
+            },
+            offer,
+        )
+    }
+
+    fn receive(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if let Ok(contents) = data.try_into() {
+            let _ = self.rtc.handle_input(Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: from,
+                    destination: self.addr,
+                    contents,
+                },
+            ));
+        }
+    }
+
+    /// Poll until timeout; returns datagrams to send.
+    fn poll(&mut self, now: Instant, out: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        while let Ok(o) = self.rtc.poll_output() {
+            match o {
+                Output::Transmit(t) => out.push((t.source, t.destination, t.contents.to_vec())),
+                Output::Timeout(_) => break,
+                Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::ChannelOpen(..)) => self.channel = true,
+                Output::Event(_) => {}
+            }
+        }
+    }
+}
+
+thread_local! {
+    static PENDING: std::cell::RefCell<HashMap<usize, str0m::change::SdpPendingOffer>> =
+        Default::default();
+}
+
+/// A hawker shard core with `n` connected viewers of one show, all in memory.
+struct ShardNet {
+    core: Core,
+    clients: Vec<Client>,
+    by_addr: HashMap<SocketAddr, usize>,
+    shard: SocketAddr,
+    seq: u64,
+    _events: tokio::sync::mpsc::UnboundedReceiver<hawker::engine::Event>,
+}
+
+impl ShardNet {
+    fn new(n: usize) -> ShardNet {
+        let shard: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let metrics = Metrics::new();
+        let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
+        let settings = Settings {
+            index: 0,
+            announce: shard,
+            keyframe_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(60),
+            max_peers: 100_000,
+            keyframe_cache_age: Duration::ZERO,
+        };
+        let mut core = Core::new(
+            settings,
+            metrics.shard(0),
+            Arc::new(AtomicUsize::new(0)),
+            etx,
+        );
+        let spec = ShowSpec {
+            id: Arc::from(SHOW),
+            video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
+            clock: Arc::new(Clock::default()),
+        };
+        let now = Instant::now();
+        let mut clients = Vec::with_capacity(n);
+        let mut by_addr = HashMap::new();
+        for i in 0..n {
+            let (mut c, offer) = Client::new(i, now);
+            let (reply, mut rx) = tokio::sync::oneshot::channel();
+            core.handle_msg(
+                now,
+                Msg::Add(Box::new(AddPeer {
+                    id: i as u64 + 1,
+                    show: spec.clone(),
+                    role: Role::Viewer,
+                    offer,
+                    reply,
+                })),
+            );
+            let answer = rx
+                .try_recv()
+                .expect("shard answers at once")
+                .expect("offer accepted");
+            let pending = PENDING.with(|p| p.borrow_mut().remove(&i)).unwrap();
+            client::accept(&mut c.rtc, pending, &answer).expect("answer");
+            by_addr.insert(c.addr, i);
+            clients.push(c);
+        }
+        let mut net = ShardNet {
+            core,
+            clients,
+            by_addr,
+            shard,
+            seq: 10_000,
+            _events: erx,
+        };
+        let t0 = Instant::now();
+        while !net.clients.iter().all(|c| c.connected && c.channel) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "peers did not connect"
+            );
+            net.pump();
+        }
+        // A few rounds more for the server side to see its channels open, and past the shard's
+        // viewer settle delay (viewers start forwarding shortly after they connect).
+        for _ in 0..20 {
+            net.pump();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..5 {
+            net.pump();
+        }
+        net
+    }
+
+    /// Move every pending datagram once in each direction.
+    fn pump(&mut self) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for c in &mut self.clients {
+            c.poll(now, &mut out);
+        }
+        for (src, _dst, data) in out {
+            self.core.handle_datagram(now, src, self.shard, &data);
+        }
+        self.core.handle_timeout(now);
+        self.deliver(now);
+        self.core.outbox.clear();
+    }
+
+    /// Hand the shard's transmits to the clients.
+    fn deliver(&mut self, now: Instant) {
+        for t in std::mem::take(&mut self.core.transmits) {
+            if let Some(&i) = self.by_addr.get(&t.destination) {
+                self.clients[i].receive(now, self.shard, &t.contents);
+            }
+        }
+    }
+
+    fn media(&mut self, now: Instant) -> Arc<MediaPacket> {
+        self.seq += 1;
+        let payload: Arc<[u8]> = vec![0x42u8; PAYLOAD].into();
+        // Every 60th packet starts a keyframe, so that new viewers can start.
+        let key = self.seq % 60 == 1 || self.seq == 10_001;
+        let mut payload = payload.to_vec();
+        payload[0] = 0x10;
+        payload[1] = if key { 0x00 } else { 0x01 };
+        Arc::new(MediaPacket {
+            show: Arc::from(SHOW),
+            pkt: Packet {
+                track: Track::Video,
+                codec: Codec::Vp8,
+                seq: self.seq,
+                ts: (self.seq / 9 * 3000) as u32,
+                marker: self.seq.is_multiple_of(9),
+                keyframe_start: key,
+                layer: 0,
+            },
+            payload: payload.into(),
+            arrival: now,
+        })
+    }
+}
+
+fn bench_shard(c: &mut Criterion) {
+    let mut g = c.benchmark_group("shard");
+    g.sample_size(20).measurement_time(Duration::from_secs(6));
+    for n in [100usize, 400] {
+        let mut net = ShardNet::new(n);
+        // Start every viewer at a keyframe.
+        let now = Instant::now();
+        net.seq = 60 * 1000;
+        let mp = net.media(now);
+        net.core.handle_msg(now, Msg::Media(mp));
+        net.core.handle_timeout(now);
+        let sent = net.core.transmits.len();
+        let size = net
+            .core
+            .transmits
+            .first()
+            .map(|t| t.contents.len())
+            .unwrap_or(0);
+        eprintln!(
+            "shard/fanout: {n} viewers, {sent} datagrams of {size} B for a {PAYLOAD} B payload \
+             (SRTP overhead {} B ⇒ {})",
+            size.saturating_sub(PAYLOAD + 12),
+            if size >= PAYLOAD + 12 + 16 {
+                "AEAD-GCM tag"
+            } else {
+                "CM-SHA1 tag"
+            }
+        );
+        eprintln!(
+            "str0m keeps every sent nackable packet in a per-stream RTX cache (3 s, ≤ 2000): \
+             size_of::<RtpPacket>() = {} B (payload Arc shared), ≈ {} KiB per viewer at 270 pkt/s",
+            std::mem::size_of::<str0m::rtp::RtpPacket>(),
+            std::mem::size_of::<str0m::rtp::RtpPacket>() * 810 / 1024
+        );
+        net.deliver(now);
+        // Steady state: fill every viewer's RTX cache (≤ 2000 packets) before measuring, so
+        // that the first-touch page faults of a growing cache are not billed to the bench.
+        for i in 0..2100 {
+            let now = Instant::now();
+            let mp = net.media(now);
+            net.core.handle_msg(now, Msg::Media(mp));
+            net.core.handle_timeout(now);
+            if i % 64 == 0 {
+                net.deliver(now);
+                net.pump();
+            } else {
+                net.core.transmits.clear();
+            }
+        }
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("fanout_per_packet", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for i in 0..iters {
+                    let now = Instant::now();
+                    let mp = net.media(now);
+                    let t = Instant::now();
+                    net.core.handle_msg(now, Msg::Media(mp));
+                    net.core.handle_timeout(now);
+                    spent += t.elapsed();
+                    // Feed a share of the packets to the viewers (untimed) so that their
+                    // receiver reports and TWCC flow back as in a real session.
+                    if i % 16 == 0 {
+                        net.deliver(now);
+                        net.pump();
+                    } else {
+                        net.core.transmits.clear();
+                    }
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A bare str0m server-side peer (ICE-lite, RTP mode, like a hawker shard's) and a client.
+struct Pair {
+    server: Rtc,
+    /// Kept alive with the server side (its state answers the server's RTCP).
+    _client: Client,
+    ssrc: Ssrc,
+    pt: u8,
+}
+
+fn pair(i: usize) -> Pair {
+    let now = Instant::now();
+    let saddr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let mut server = Rtc::builder()
+        .set_rtp_mode(true)
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(now);
+    server.add_local_candidate(Candidate::host(saddr, "udp").unwrap());
+    let (mut c, offer) = Client::new(i, now);
+    let answer = server.sdp_api().accept_offer(offer).unwrap();
+    let pending = PENDING.with(|p| p.borrow_mut().remove(&i)).unwrap();
+    client::accept(&mut c.rtc, pending, &answer.to_sdp_string()).unwrap();
+    let mut video_mid: Option<Mid> = None;
+    let t0 = Instant::now();
+    let mut server_connected = false;
+    while !(c.connected && server_connected && video_mid.is_some()) {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        c.poll(now, &mut out);
+        for (src, _, data) in out {
+            if let Ok(contents) = data.as_slice().try_into() {
+                let _ = server.handle_input(Input::Receive(
+                    now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: src,
+                        destination: saddr,
+                        contents,
+                    },
+                ));
+            }
+        }
+        let _ = server.handle_input(Input::Timeout(now));
+        while let Ok(o) = server.poll_output() {
+            match o {
+                Output::Transmit(t) => c.receive(now, saddr, &t.contents),
+                Output::Timeout(_) => break,
+                Output::Event(Event::Connected) => server_connected = true,
+                Output::Event(Event::MediaAdded(m)) if m.kind == MediaKind::Video => {
+                    video_mid = Some(m.mid)
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+    let mid = video_mid.unwrap();
+    let ssrc = server
+        .direct_api()
+        .stream_tx_by_mid(mid, None)
+        .unwrap()
+        .ssrc();
+    let pt = client::pt_for(&server, mid, Codec::Vp8).unwrap();
+    Pair {
+        server,
+        _client: c,
+        ssrc,
+        pt,
+    }
+}
+
+fn write(p: &mut Pair, seq: u64, now: Instant, payload: &Arc<[u8]>) {
+    if let Some(tx) = p.server.direct_api().stream_tx(&p.ssrc) {
+        tx.write_rtp(
+            RtpWrite::new(
+                p.pt.into(),
+                seq.into(),
+                (seq * 300) as u32,
+                now,
+                payload.clone(),
+            )
+            .nackable(true),
+        );
+    }
+}
+
+fn poll_all(p: &mut Pair, sent: &mut usize) {
+    while let Ok(o) = p.server.poll_output() {
+        match o {
+            Output::Transmit(t) => {
+                *sent += 1;
+                criterion::black_box(&t);
+            }
+            Output::Timeout(_) => break,
+            Output::Event(_) => {}
+        }
+    }
+}
+
+fn bench_str0m(c: &mut Criterion) {
+    let payload: Arc<[u8]> = vec![0x42u8; PAYLOAD].into();
+    let mut seq = 100u64;
+    let mut g = c.benchmark_group("str0m");
+    g.sample_size(15).measurement_time(Duration::from_secs(4));
+    for n in [100usize, 400] {
+        let mut pairs: Vec<Pair> = (0..n).map(|i| pair(i + 10_000)).collect();
+        // Steady state: full RTX caches (see bench_shard).
+        for _ in 0..2100 {
+            seq += 1;
+            let now = Instant::now();
+            let mut sent = 0;
+            for p in pairs.iter_mut() {
+                write(p, seq, now, &payload);
+                let _ = p.server.handle_input(Input::Timeout(now));
+                poll_all(p, &mut sent);
+            }
+        }
+        g.throughput(Throughput::Elements(n as u64));
+        // What hawker's fan-out did first: write, Timeout, poll — per viewer per packet.
+        g.bench_function(BenchmarkId::new("write_timeout_poll", n), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                let mut sent = 0;
+                for _ in 0..iters {
+                    seq += 1;
+                    let now = Instant::now();
+                    for p in pairs.iter_mut() {
+                        write(p, seq, now, &payload);
+                        let _ = p.server.handle_input(Input::Timeout(now));
+                        poll_all(p, &mut sent);
+                    }
+                }
+                assert!(sent as u64 >= iters * n as u64);
+                t.elapsed()
+            })
+        });
+        // What it does now: write + poll per viewer (the poll only yields a Timeout: the packet
+        // waits for the pacer snapshot), then Timeout + poll per viewer from handle_timeout.
+        g.bench_function(BenchmarkId::new("write_poll_then_timeout_poll", n), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                let mut sent = 0;
+                for _ in 0..iters {
+                    seq += 1;
+                    let now = Instant::now();
+                    for p in pairs.iter_mut() {
+                        write(p, seq, now, &payload);
+                        poll_all(p, &mut sent);
+                    }
+                    for p in pairs.iter_mut() {
+                        let _ = p.server.handle_input(Input::Timeout(now));
+                        poll_all(p, &mut sent);
+                    }
+                }
+                assert!(sent as u64 >= iters * n as u64);
+                t.elapsed()
+            })
+        });
+        // Suggested: write only, then one Timeout + poll per viewer per receive batch.
+        g.bench_function(BenchmarkId::new("write_then_timeout_poll", n), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                let mut sent = 0;
+                for _ in 0..iters {
+                    seq += 1;
+                    let now = Instant::now();
+                    for p in pairs.iter_mut() {
+                        write(p, seq, now, &payload);
+                    }
+                    for p in pairs.iter_mut() {
+                        let _ = p.server.handle_input(Input::Timeout(now));
+                        poll_all(p, &mut sent);
+                    }
+                }
+                assert!(sent as u64 >= iters * n as u64);
+                t.elapsed()
+            })
+        });
+        // Same, when a whole 9-packet frame arrives in one receive batch (per packet).
+        g.throughput(Throughput::Elements(9 * n as u64));
+        g.bench_function(BenchmarkId::new("frame9_write_then_timeout_poll", n), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                let mut sent = 0;
+                for _ in 0..iters {
+                    let now = Instant::now();
+                    let first = seq + 1;
+                    seq += 9;
+                    for p in pairs.iter_mut() {
+                        for s in first..=seq {
+                            write(p, s, now, &payload);
+                        }
+                    }
+                    for p in pairs.iter_mut() {
+                        let _ = p.server.handle_input(Input::Timeout(now));
+                        poll_all(p, &mut sent);
+                    }
+                }
+                assert!(sent as u64 >= iters * 9 * n as u64);
+                t.elapsed()
+            })
+        });
+        // Suggested: a smaller RTX cache (256 packets / 1 s instead of ≤ 2000 / 3 s).
+        for p in pairs.iter_mut() {
+            if let Some(tx) = p.server.direct_api().stream_tx(&p.ssrc) {
+                tx.set_rtx_cache(256, Duration::from_secs(1), Some(0.15));
+            }
+        }
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("write_timeout_poll_rtx256", n), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                let mut sent = 0;
+                for _ in 0..iters {
+                    seq += 1;
+                    let now = Instant::now();
+                    for p in pairs.iter_mut() {
+                        write(p, seq, now, &payload);
+                        let _ = p.server.handle_input(Input::Timeout(now));
+                        poll_all(p, &mut sent);
+                    }
+                }
+                assert!(sent as u64 >= iters * n as u64);
+                t.elapsed()
+            })
+        });
+        // Lower bound of the per-viewer str0m work with nothing to send: Timeout + poll.
+        g.bench_function(BenchmarkId::new("idle_timeout_poll", n), |b| {
+            b.iter(|| {
+                let now = Instant::now();
+                let mut sent = 0;
+                for p in pairs.iter_mut() {
+                    let _ = p.server.handle_input(Input::Timeout(now));
+                    poll_all(p, &mut sent);
+                }
+                sent
+            })
+        });
+        drop(pairs);
+    }
+    g.finish();
+}
+
+fn highlight_json(i: u64) -> String {
+    serde_json::json!({
+        "type": "highlight", "highlight_id": format!("h-{i}"), "sku": "lamp-1",
+        "product": {"sku": "lamp-1", "title": "Desk lamp", "price": 4900, "currency": "EUR",
+                    "image_url": "https://example.com/lamp.jpg", "stock": 12},
+        "rtp_ts": 123_456_789u32, "basis": "sender_report", "capture_ms": 1_790_000_000_000i64,
+    })
+    .to_string()
+}
+
+fn bench_events(c: &mut Criterion) {
+    let mut g = c.benchmark_group("events");
+    g.sample_size(30).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    g.bench_function("serialize_highlight", |b| {
+        b.iter(|| {
+            i += 1;
+            let s: Arc<str> = Arc::from(highlight_json(i));
+            s
+        })
+    });
+    // Serialise once, hand one Arc to each of 1000 viewers' queues (what broadcast_text does
+    // per shard, and what a shard does per viewer before the channel write).
+    const VIEWERS: usize = 1000;
+    g.throughput(Throughput::Elements(VIEWERS as u64));
+    let mut queues: Vec<Vec<Arc<str>>> = (0..VIEWERS).map(|_| Vec::with_capacity(4)).collect();
+    g.bench_function("serialize_once_share_arc_1000", |b| {
+        b.iter(|| {
+            i += 1;
+            let s: Arc<str> = Arc::from(highlight_json(i));
+            for q in queues.iter_mut() {
+                q.push(s.clone());
+            }
+            for q in queues.iter_mut() {
+                q.clear();
+            }
+        })
+    });
+    // The per-viewer cost that matters: SCTP + DTLS on every viewer's `events` channel.
+    const N: usize = 200;
+    let mut net = ShardNet::new(N);
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("shard_send_text_200", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                i += 1;
+                let text: Arc<str> = Arc::from(highlight_json(i));
+                let now = Instant::now();
+                let t = Instant::now();
+                net.core
+                    .handle_msg(now, Msg::Text(Target::Viewers(Arc::from(SHOW)), text));
+                net.core.handle_timeout(now);
+                spent += t.elapsed();
+                // Untimed: deliver, and let the viewers' SACKs come back.
+                net.deliver(now);
+                net.pump();
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_shard, bench_str0m, bench_events);
+criterion_main!(benches);
