@@ -1,3 +1,4 @@
+#![allow(clippy::await_holding_lock)] // the guard serialises these timing-sensitive tests
 //! Keyframe gating, the keyframe cache, and keyframe-request coalescing.
 //!
 //! The publisher here sends a keyframe only as its first frame and when asked (PLI / FIR):

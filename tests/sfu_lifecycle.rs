@@ -1,3 +1,8 @@
+#![allow(
+    clippy::await_holding_lock,
+    clippy::bool_comparison,
+    clippy::field_reassign_with_default
+)] // test code: serialising guards and table-driven setup
 //! Peer life cycle: viewers waiting before the seller goes live, viewers leaving (DELETE, or
 //! just closing), and server shutdown closing every peer.
 

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::await_holding_lock,
+    clippy::bool_comparison,
+    clippy::field_reassign_with_default
+)] // test code: serialising guards and table-driven setup
 //! The seller's publisher session goes away and a *new* publisher session (fresh webrtc-rs
 //! peer: new SSRC, sequence numbers and timestamps far from the first one's and close to the
 //! 16-bit / 32-bit wrap) takes over the same show. The same viewer connections keep

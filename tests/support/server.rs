@@ -22,8 +22,10 @@ impl TestServer {
     /// Start with `shards` shards and a tweak to the config.
     pub async fn start(shards: usize, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = std::env::temp_dir().join(format!("hawker-test-{}", rand_suffix()));
-        let mut cfg = Config::default();
-        cfg.data_dir = dir.clone();
+        let mut cfg = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
         cfg.http.listen = "127.0.0.1:0".parse().unwrap();
         cfg.metrics.listen = "127.0.0.1:0".parse().unwrap();
         cfg.media.shards = shards;
@@ -71,9 +73,7 @@ impl TestServer {
             .unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                l.split(|c| c == '{' || c == ' ').next() == Some(name) && l.contains(filter)
-            })
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(filter))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -176,8 +176,7 @@ pub fn sum_metric(text: &str, name: &str, filters: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
-            l.split(|c| c == '{' || c == ' ').next() == Some(name)
-                && filters.iter().all(|f| l.contains(f))
+            l.split(['{', ' ']).next() == Some(name) && filters.iter().all(|f| l.contains(f))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -466,7 +465,7 @@ async fn spawn_relay(st: Arc<LinkState>, target: SocketAddr) -> SocketAddr {
                 if is_rtp && VIDEO_PTS.contains(&(d[1] & 0x7f)) {
                     let k = st.down_video_rtp.fetch_add(1, Ordering::SeqCst) + 1;
                     let every = st.drop_every.load(Ordering::SeqCst);
-                    if every > 0 && k % every == 0 {
+                    if every > 0 && k.is_multiple_of(every) {
                         st.dropped.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
