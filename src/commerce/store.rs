@@ -734,6 +734,44 @@ impl Store {
         .await
     }
 
+    /// The recorded answer to `(show, viewer, request_id)`, if that request was answered before.
+    pub async fn prior_answer(
+        &self,
+        show: &str,
+        viewer: &str,
+        request_id: &str,
+    ) -> Result<Option<OrderResult>> {
+        let (show, viewer, rid) = (show.to_owned(), viewer.to_owned(), request_id.to_owned());
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT status, order_id, reason, sku, qty FROM orders
+                     WHERE show_id = ?1 AND viewer = ?2 AND request_id = ?3",
+                )?
+                .query_row(params![show, viewer, rid], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, u32>(4)?,
+                    ))
+                })
+                .optional()?;
+            Ok(row.and_then(|(status, order_id, reason, sku, qty)| {
+                Some(OrderResult {
+                    request_id: rid,
+                    status: OrderStatus::parse(&status)?,
+                    order_id,
+                    reason,
+                    sku,
+                    qty,
+                })
+            }))
+        })
+        .await
+    }
+
     /// One confirmed order by id.
     pub async fn order(&self, show: &str, order_id: &str) -> Result<Option<Order>> {
         let (show, order_id) = (show.to_owned(), order_id.to_owned());

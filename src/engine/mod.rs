@@ -157,6 +157,9 @@ pub struct AddPeer {
 pub enum Target {
     /// One peer.
     Peer(PeerId),
+    /// One peer's first message on its `events` channel (the snapshot); broadcasts that reached
+    /// the peer before it are held and sent right after it.
+    Greet(PeerId),
     /// Every viewer of a show (on every shard).
     Viewers(Arc<str>),
 }
@@ -386,6 +389,11 @@ impl Engine {
     /// Send text on the events channel of one peer on `shard`.
     pub fn send_text(&self, shard: usize, peer: PeerId, text: Arc<str>) {
         self.shards[shard].send(Msg::Text(Target::Peer(peer), text));
+    }
+
+    /// Send the greeting (snapshot) on a peer's events channel; releases held broadcasts.
+    pub fn greet(&self, shard: usize, peer: PeerId, text: Arc<str>) {
+        self.shards[shard].send(Msg::Text(Target::Greet(peer), text));
     }
 
     /// Send text to every viewer of a show (one shared allocation for all).

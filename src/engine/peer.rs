@@ -47,6 +47,8 @@ pub(crate) struct Peer {
     pub pts: PtMap,
     /// Viewer: when to start sending media (set on connect).
     pub start_at: Option<Instant>,
+    /// Broadcasts held until the `events` channel's greeting is sent (`None` once greeted).
+    pub held_text: Option<Vec<Arc<str>>>,
     /// Local ICE ufrag (routing key for STUN from new addresses).
     pub ufrag: String,
     /// Viewer: NACKs received so far per media line (str0m reports running totals).
@@ -75,6 +77,7 @@ impl Peer {
             nacks: Vec::new(),
             ufrag: String::new(),
             start_at: None,
+            held_text: None,
         }
     }
 

@@ -88,6 +88,9 @@ struct LocalShow {
 /// stops until the next keyframe.
 const GOP_MAX_PACKETS: usize = 600;
 
+/// Most broadcasts held for a peer until its greeting (snapshot) is sent.
+const HELD_TEXT_MAX: usize = 256;
+
 /// Delay between a viewer's `Connected` and its first media.
 const VIEWER_SETTLE: Duration = Duration::from_millis(40);
 
@@ -547,6 +550,7 @@ impl Core {
             }
             RtcEvent::ChannelOpen(cid, label) if label == EVENTS_LABEL => {
                 p.channel = Some(cid);
+                p.held_text = Some(Vec::new());
                 let _ = self.events.send(Event::ChannelOpen {
                     peer: p.id,
                     show: p.show.clone(),
@@ -810,29 +814,50 @@ impl Core {
         }
     }
 
-    fn send_text(&mut self, now: Instant, target: Target, text: &str) {
-        let targets: Vec<usize> = match target {
-            Target::Peer(id) => self.by_id.get(&id).copied().into_iter().collect(),
-            Target::Viewers(show) => self
-                .shows
-                .get(&show)
-                .map(|s| s.viewers.clone())
-                .unwrap_or_default(),
+    fn send_text(&mut self, now: Instant, target: Target, text: &Arc<str>) {
+        let (targets, greet): (Vec<usize>, bool) = match target {
+            Target::Peer(id) => (self.by_id.get(&id).copied().into_iter().collect(), false),
+            Target::Greet(id) => (self.by_id.get(&id).copied().into_iter().collect(), true),
+            Target::Viewers(show) => (
+                self.shows
+                    .get(&show)
+                    .map(|s| s.viewers.clone())
+                    .unwrap_or_default(),
+                false,
+            ),
         };
         for idx in targets {
             let Some(p) = self.peers[idx].as_mut() else {
                 continue;
             };
             let Some(cid) = p.channel else { continue };
-            let ok = p
-                .rtc
-                .channel(cid)
-                .map(|mut c| c.write(false, text.as_bytes()).unwrap_or(false))
-                .unwrap_or(false);
-            if ok {
-                self.metrics.dc_messages_out.inc();
+            let mut batch: Vec<Arc<str>> = Vec::new();
+            if greet {
+                // The greeting (snapshot) goes first, then what was held back meanwhile.
+                batch.push(text.clone());
+                batch.extend(p.held_text.take().unwrap_or_default());
+            } else if let Some(held) = p.held_text.as_mut() {
+                // Not greeted yet: hold broadcasts so the snapshot stays the first message.
+                if held.len() < HELD_TEXT_MAX {
+                    held.push(text.clone());
+                } else {
+                    self.metrics.dc_dropped.inc();
+                }
+                continue;
             } else {
-                self.metrics.dc_dropped.inc();
+                batch.push(text.clone());
+            }
+            for t in batch {
+                let ok = p
+                    .rtc
+                    .channel(cid)
+                    .map(|mut c| c.write(false, t.as_bytes()).unwrap_or(false))
+                    .unwrap_or(false);
+                if ok {
+                    self.metrics.dc_messages_out.inc();
+                } else {
+                    self.metrics.dc_dropped.inc();
+                }
             }
             self.drain(now, idx);
         }

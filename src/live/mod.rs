@@ -146,7 +146,7 @@ pub async fn on_channel_open(app: Arc<App>, peer: PeerId) {
         return;
     };
     let text = snapshot(&app, &s.show.id).await;
-    reply(&app, &s, text);
+    app.engine.greet(s.shard, s.peer, Arc::from(text));
 }
 
 /// A text message arrived on a peer's `events` channel.
@@ -209,11 +209,21 @@ async fn buy(app: &App, s: &Session, b: protocol::Buy) {
             ),
         );
     }
-    let limited = app
-        .live
-        .buys
-        .lock()
-        .check(&format!("{}/{}", s.show.id, s.sub), Instant::now());
+    // A resent request gets its first answer, whatever the rate limit says.
+    let prior = app
+        .store
+        .prior_answer(&s.show.id, &s.sub, &b.request_id)
+        .await
+        .ok()
+        .flatten();
+    let limited = match prior {
+        Some(_) => Ok(()),
+        None => app
+            .live
+            .buys
+            .lock()
+            .check(&format!("{}/{}", s.show.id, s.sub), Instant::now()),
+    };
     if let Err(wait) = limited {
         return reply(
             app,
