@@ -468,11 +468,7 @@ impl Core {
                     break;
                 }
                 match p.rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => {
-                        self.metrics.packets_out.inc();
-                        self.metrics.bytes_out.inc_by(t.contents.len() as u64);
-                        self.transmits.push(t);
-                    }
+                    Ok(Output::Transmit(t)) => self.transmits.push(t),
                     Ok(Output::Timeout(t)) => {
                         p.deadline = t;
                         // A remote close turns the peer dead inside poll_output and leaves a
@@ -765,11 +761,10 @@ impl Core {
                     );
                     self.metrics.forwarded.inc();
                 }
-                // No `Input::Timeout` here: str0m's readiness tracking releases the written
-                // packet on the next poll, and the shard's timer loop drives time separately.
-                // A timeout per viewer per packet would run every timer of the peer for
-                // nothing.
-                self.drain(now, idx);
+                // str0m releases a written packet only on its next `Input::Timeout`, so polling
+                // now would send nothing. Mark the peer due instead: `handle_timeout`, later in
+                // this same loop pass, releases everything written to it at once.
+                p.deadline = p.deadline.min(now);
             }
             Decision::Drop(_) => self.metrics.dropped.inc(),
         }
@@ -1008,6 +1003,10 @@ pub fn run(
 
 fn flush(core: &mut Core, sock: &mio::net::UdpSocket, shards: &[Link], me: usize) {
     if !core.transmits.is_empty() {
+        // Counted once per flush, not per datagram.
+        let bytes: usize = core.transmits.iter().map(|t| t.contents.len()).sum();
+        core.metrics.packets_out.inc_by(core.transmits.len() as u64);
+        core.metrics.bytes_out.inc_by(bytes as u64);
         let items: Vec<(SocketAddr, &[u8])> = core
             .transmits
             .iter()
