@@ -17,99 +17,14 @@
 //! Artifacts (server log, page console, per-round measurements, screenshots):
 //! `tests/browser/out/frame_sync/`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-        .unwrap_or(false)
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// What is missing to run the browser test, if anything.
-fn missing_deps(dir: &Path) -> Vec<String> {
-    let mut missing = Vec::new();
-    match Command::new("node").arg("--version").output() {
-        Ok(o) if o.status.success() => {
-            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            let major: u32 = v
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
-            if major < 20 {
-                missing.push(format!("node >= 20 (found {v})"));
-            }
-        }
-        _ => missing.push("node (not on PATH)".into()),
-    }
-    let browser = chromium();
-    if !browser.exists() {
-        missing.push(format!("Chromium at {}", browser.display()));
-    }
-    let pw = dir.join("node_modules/playwright-core/package.json");
-    if !pw.exists() {
-        missing.push(format!("{} (npm ci --prefix tests/browser)", pw.display()));
-    }
-    missing
-}
+mod browser_runner;
 
 #[test]
 fn browser_frame_sync_and_shop() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let missing = missing_deps(&dir);
-    if !missing.is_empty() {
-        let msg = format!(
-            "browser frame-sync test needs: {}. scripts/test.sh installs them.",
-            missing.join("; ")
-        );
-        if in_ci() {
-            panic!("CI is set and {msg}");
-        }
-        // Straight to the terminal, past the test harness's output capture.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\nSKIPPED browser_frame_sync_and_shop: {msg}"
-        );
-        return;
-    }
-
-    let mut child = Command::new("node")
-        .arg(dir.join("frame_sync.mjs"))
-        .arg("--hawker")
-        .arg(env!("CARGO_BIN_EXE_hawker"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node");
-    // Forward the script's output line by line through the harness (shown live with
-    // --nocapture, otherwise on failure).
-    let stderr = child.stderr.take().expect("stderr");
-    let err_thread = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-        }
-    });
-    for line in BufReader::new(child.stdout.take().expect("stdout"))
-        .lines()
-        .map_while(Result::ok)
-    {
-        println!("{line}");
-    }
-    let status = child.wait().expect("wait for node");
-    let _ = err_thread.join();
-    assert!(
-        status.success(),
-        "tests/browser/frame_sync.mjs failed ({status}); artifacts in tests/browser/out/frame_sync/"
+    browser_runner::run(
+        "browser_frame_sync_and_shop",
+        "frame_sync.mjs",
+        env!("CARGO_BIN_EXE_hawker"),
+        "tests/browser/out/frame_sync/",
     );
 }
