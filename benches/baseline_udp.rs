@@ -1,5 +1,5 @@
 //! The practical limit: the same 1200-byte datagram fanned out to N loopback sockets with plain
-//! UDP, no WebRTC, no crypto (hawker::loadtest::baseline). A drain thread reads the receivers,
+//! UDP, no WebRTC, no crypto (`hawker loadtest`'s baseline module, compiled in here). A drain thread reads the receivers,
 //! as viewers would. `sendmmsg` batches of 1 / 16 / 64 datagrams (each to its own destination:
 //! GSO cannot help a fan-out) against one `send_to` per datagram.
 //!
@@ -13,7 +13,16 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hawker::loadtest::baseline::Baseline;
+// The load generator is part of the `hawker` binary, not the library: take its baseline
+// module (and the /proc reader it uses) as source.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/bin/hawker/loadtest/baseline.rs"]
+mod baseline;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/bin/hawker/loadtest/procfs.rs"]
+mod procfs;
+
+use baseline::Baseline;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("baseline_udp");

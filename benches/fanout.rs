@@ -14,23 +14,23 @@
 //!   nanoseconds per viewer; the real per-viewer cost is the SCTP+DTLS write on each viewer's
 //!   data channel (`Core::handle_msg(Text)`), expected a few µs per viewer.
 //!
-//! Peers are connected in memory (ICE, DTLS, SCTP for real; datagrams handed over in-process),
-//! so the benches need no sockets. The negotiated SRTP profile is printed (str0m↔str0m picks
+//! Peers are connected in memory (ICE, DTLS, SCTP for real): the `shard/*` and `events/*`
+//! benches run a real shard core with str0m client viewers on the virtual-time harness
+//! (`hawker::sim`), the `str0m/*` pairs hand datagrams over by hand; no sockets. The negotiated SRTP profile is printed (str0m↔str0m picks
 //! AEAD_AES_256_GCM; see benches/srtp.rs for all three profiles side by side).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hawker::config::VideoCodec;
-use hawker::engine::forwarder::{Codec, Packet, Track};
-use hawker::engine::shard::{Core, Settings};
-use hawker::engine::{AddPeer, Clock, MediaPacket, Msg, Role, ShowSpec, Target};
-use hawker::loadtest::client::{self, Offer};
-use hawker::metrics::Metrics;
+use hawker::codec::Codec;
+use hawker::engine::forwarder::{Packet, Track};
+use hawker::engine::shard::Core;
+use hawker::engine::{MediaPacket, Msg, Target};
+use hawker::sim::client::{self, Offer};
+use hawker::sim::{Config as SimConfig, Link, Sim};
 use str0m::change::SdpOffer;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
@@ -103,115 +103,50 @@ thread_local! {
         Default::default();
 }
 
-/// A hawker shard core with `n` connected viewers of one show, all in memory.
+/// A hawker shard core with `n` connected viewers of one show, on the virtual-time harness
+/// (`hawker::sim`): ICE, DTLS and SCTP for real, datagrams through its in-memory network.
 struct ShardNet {
-    core: Core,
-    clients: Vec<Client>,
-    by_addr: HashMap<SocketAddr, usize>,
-    shard: SocketAddr,
+    sim: Sim,
     seq: u64,
-    _events: tokio::sync::mpsc::UnboundedReceiver<hawker::engine::Event>,
 }
 
 impl ShardNet {
     fn new(n: usize) -> ShardNet {
-        let shard: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        let metrics = Metrics::new();
-        let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
-        let settings = Settings {
-            index: 0,
-            announce: shard,
+        let mut sim = Sim::new(SimConfig {
+            shards: 1,
             keyframe_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(60),
             max_peers: 100_000,
             keyframe_cache_age: Duration::ZERO,
-        };
-        let mut core = Core::new(
-            settings,
-            metrics.shard(0),
-            Arc::new(AtomicUsize::new(0)),
-            etx,
-        );
-        let spec = ShowSpec {
-            id: Arc::from(SHOW),
-            video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
-            clock: Arc::new(Clock::default()),
-        };
-        let now = Instant::now();
-        let mut clients = Vec::with_capacity(n);
-        let mut by_addr = HashMap::new();
-        for i in 0..n {
-            let (mut c, offer) = Client::new(i, now);
-            let (reply, mut rx) = tokio::sync::oneshot::channel();
-            core.handle_msg(
-                now,
-                Msg::Add(Box::new(AddPeer {
-                    id: i as u64 + 1,
-                    show: spec.clone(),
-                    role: Role::Viewer,
-                    offer,
-                    reply,
-                })),
-            );
-            let answer = rx
-                .try_recv()
-                .expect("shard answers at once")
+            ..SimConfig::default()
+        });
+        for _ in 0..n {
+            sim.view(SHOW, Some(0), Link::with_delay(Duration::ZERO))
                 .expect("offer accepted");
-            let pending = PENDING.with(|p| p.borrow_mut().remove(&i)).unwrap();
-            client::accept(&mut c.rtc, pending, &answer).expect("answer");
-            by_addr.insert(c.addr, i);
-            clients.push(c);
         }
-        let mut net = ShardNet {
-            core,
-            clients,
-            by_addr,
-            shard,
-            seq: 10_000,
-            _events: erx,
-        };
-        let t0 = Instant::now();
-        while !net.clients.iter().all(|c| c.connected && c.channel) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(120),
-                "peers did not connect"
-            );
-            net.pump();
-        }
-        // A few rounds more for the server side to see its channels open, and past the shard's
-        // viewer settle delay (viewers start forwarding shortly after they connect).
-        for _ in 0..20 {
-            net.pump();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        for _ in 0..5 {
-            net.pump();
-        }
-        net
+        let ready = sim.run_until(Duration::from_secs(60), |s| {
+            s.peers()
+                .iter()
+                .all(|p| p.connected_at.is_some() && p.channel_at.is_some())
+        });
+        assert!(ready, "peers did not connect");
+        // Past the shard's viewer settle delay (viewers start forwarding shortly after they
+        // connect).
+        sim.run_for(Duration::from_millis(100));
+        ShardNet { sim, seq: 10_000 }
     }
 
-    /// Move every pending datagram once in each direction.
+    /// Hand the shard's transmits to the clients and their answers back: 1 ms of virtual time.
     fn pump(&mut self) {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for c in &mut self.clients {
-            c.poll(now, &mut out);
-        }
-        for (src, _dst, data) in out {
-            self.core.handle_datagram(now, src, self.shard, &data);
-        }
-        self.core.handle_timeout(now);
-        self.deliver(now);
-        self.core.outbox.clear();
+        self.sim.run_for(Duration::from_millis(1));
     }
 
-    /// Hand the shard's transmits to the clients.
-    fn deliver(&mut self, now: Instant) {
-        for t in std::mem::take(&mut self.core.transmits) {
-            if let Some(&i) = self.by_addr.get(&t.destination) {
-                self.clients[i].receive(now, self.shard, &t.contents);
-            }
-        }
+    fn core(&mut self) -> &mut Core {
+        self.sim.core_mut(0)
+    }
+
+    fn now(&self) -> Instant {
+        self.sim.now()
     }
 
     fn media(&mut self, now: Instant) -> Arc<MediaPacket> {
@@ -245,14 +180,14 @@ fn bench_shard(c: &mut Criterion) {
     for n in [100usize, 400] {
         let mut net = ShardNet::new(n);
         // Start every viewer at a keyframe.
-        let now = Instant::now();
+        let now = net.now();
         net.seq = 60 * 1000;
         let mp = net.media(now);
-        net.core.handle_msg(now, Msg::Media(mp));
-        net.core.handle_timeout(now);
-        let sent = net.core.transmits.len();
+        net.core().handle_msg(now, Msg::Media(mp));
+        net.core().handle_timeout(now);
+        let sent = net.core().transmits.len();
         let size = net
-            .core
+            .core()
             .transmits
             .first()
             .map(|t| t.contents.len())
@@ -273,19 +208,18 @@ fn bench_shard(c: &mut Criterion) {
             std::mem::size_of::<str0m::rtp::RtpPacket>(),
             std::mem::size_of::<str0m::rtp::RtpPacket>() * 810 / 1024
         );
-        net.deliver(now);
+        net.pump();
         // Steady state: fill every viewer's RTX cache (≤ 2000 packets) before measuring, so
         // that the first-touch page faults of a growing cache are not billed to the bench.
         for i in 0..2100 {
-            let now = Instant::now();
+            let now = net.now();
             let mp = net.media(now);
-            net.core.handle_msg(now, Msg::Media(mp));
-            net.core.handle_timeout(now);
+            net.core().handle_msg(now, Msg::Media(mp));
+            net.core().handle_timeout(now);
             if i % 64 == 0 {
-                net.deliver(now);
                 net.pump();
             } else {
-                net.core.transmits.clear();
+                net.core().transmits.clear();
             }
         }
         g.throughput(Throughput::Elements(n as u64));
@@ -293,19 +227,20 @@ fn bench_shard(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut spent = Duration::ZERO;
                 for i in 0..iters {
-                    let now = Instant::now();
+                    let now = net.now();
                     let mp = net.media(now);
+                    let core = net.core();
                     let t = Instant::now();
-                    net.core.handle_msg(now, Msg::Media(mp));
-                    net.core.handle_timeout(now);
+                    core.handle_msg(now, Msg::Media(mp));
+                    core.handle_timeout(now);
                     spent += t.elapsed();
                     // Feed a share of the packets to the viewers (untimed) so that their
-                    // receiver reports and TWCC flow back as in a real session.
+                    // receiver reports and TWCC flow back as in a real session; virtual time
+                    // moves 1 ms per 16 packets (≈ the packet rate of two 720p streams).
                     if i % 16 == 0 {
-                        net.deliver(now);
                         net.pump();
                     } else {
-                        net.core.transmits.clear();
+                        net.core().transmits.clear();
                     }
                 }
                 spent
@@ -609,14 +544,13 @@ fn bench_events(c: &mut Criterion) {
             for _ in 0..iters {
                 i += 1;
                 let text: Arc<str> = Arc::from(highlight_json(i));
-                let now = Instant::now();
+                let now = net.now();
+                let core = net.core();
                 let t = Instant::now();
-                net.core
-                    .handle_msg(now, Msg::Text(Target::Viewers(Arc::from(SHOW)), text));
-                net.core.handle_timeout(now);
+                core.handle_msg(now, Msg::Text(Target::Viewers(Arc::from(SHOW)), text));
+                core.handle_timeout(now);
                 spent += t.elapsed();
                 // Untimed: deliver, and let the viewers' SACKs come back.
-                net.deliver(now);
                 net.pump();
             }
             spent

@@ -11,25 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Video codecs a show may carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VideoCodec {
-    /// H.264, packetization-mode 1.
-    H264,
-    /// VP8.
-    Vp8,
-}
-
-impl VideoCodec {
-    /// Lower-case name used in the API and config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VideoCodec::H264 => "h264",
-            VideoCodec::Vp8 => "vp8",
-        }
-    }
-}
+use crate::codec::Codec;
 
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +125,7 @@ pub struct Metrics {
 #[serde(deny_unknown_fields, default)]
 pub struct Shows {
     /// Video codecs of a show created implicitly on first use, in preference order.
-    pub default_video_codecs: Vec<VideoCodec>,
+    pub default_video_codecs: Vec<Codec>,
     /// Whether a show is created on first WHIP/WHEP use (otherwise it must exist via the API).
     pub create_on_first_use: bool,
     /// On a first start (empty store), create the show `demo` with three sample products so
@@ -229,7 +211,7 @@ impl Default for Metrics {
 impl Default for Shows {
     fn default() -> Self {
         Shows {
-            default_video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
+            default_video_codecs: vec![Codec::H264, Codec::Vp8],
             create_on_first_use: true,
             seed_demo: true,
         }
@@ -287,6 +269,16 @@ impl Config {
             return Err(Error::Invalid(
                 "shows.default_video_codecs must name at least one codec".into(),
             ));
+        }
+        if let Some(c) = self
+            .shows
+            .default_video_codecs
+            .iter()
+            .find(|c| !c.is_video())
+        {
+            return Err(Error::Invalid(format!(
+                "shows.default_video_codecs: {c} is not a video codec (h264, vp8)"
+            )));
         }
         if self.media.announce_ip.is_none() && self.media.bind_ip.is_unspecified() {
             return Err(Error::Invalid(
@@ -369,5 +361,6 @@ mod tests {
     #[test]
     fn empty_codec_list_is_rejected() {
         assert!(Config::from_toml("[shows]\ndefault_video_codecs = []\n").is_err());
+        assert!(Config::from_toml("[shows]\ndefault_video_codecs = [\"opus\"]\n").is_err());
     }
 }

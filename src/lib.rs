@@ -17,13 +17,15 @@
 //! * [`http`]: WHIP, WHEP, health; [`metrics`]: Prometheus on its own listener.
 //! * [`server`]: wiring and graceful shutdown.
 
+pub mod app;
 pub mod auth;
+pub mod codec;
 pub mod commerce;
 pub mod config;
 pub mod engine;
 pub mod http;
 pub mod live;
-pub mod loadtest;
 pub mod metrics;
 pub mod server;
 pub mod shows;
+pub mod sim;

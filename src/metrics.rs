@@ -8,8 +8,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::engine::Role;
-
 /// All metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -52,8 +50,10 @@ pub struct Metrics {
 /// One shard's resolved counters.
 #[derive(Clone)]
 pub struct ShardMetrics {
-    peers_pub: IntGauge,
-    peers_view: IntGauge,
+    /// Publishers on the shard (connected or connecting).
+    pub publishers: IntGauge,
+    /// Viewers on the shard (connected or connecting).
+    pub viewers: IntGauge,
     /// Media packets received from publishers.
     pub packets_in: IntCounter,
     /// UDP datagrams sent.
@@ -86,16 +86,6 @@ pub struct ShardMetrics {
     pub dc_messages_out: IntCounter,
     /// Data-channel messages dropped (send buffer full).
     pub dc_dropped: IntCounter,
-}
-
-impl ShardMetrics {
-    /// The peer gauge for a role.
-    pub fn peers(&self, role: Role) -> &IntGauge {
-        match role {
-            Role::Publisher => &self.peers_pub,
-            Role::Viewer => &self.peers_view,
-        }
-    }
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -187,8 +177,8 @@ impl Metrics {
         let l = i.to_string();
         let l = [l.as_str()];
         ShardMetrics {
-            peers_pub: self.peers.with_label_values(&["publisher", l[0]]),
-            peers_view: self.peers.with_label_values(&["viewer", l[0]]),
+            publishers: self.peers.with_label_values(&["publisher", l[0]]),
+            viewers: self.peers.with_label_values(&["viewer", l[0]]),
             packets_in: self.packets_in.with_label_values(&l),
             packets_out: self.packets_out.with_label_values(&l),
             bytes_in: self.bytes_in.with_label_values(&l),

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::app::App;
 use crate::auth::Keys;
-use crate::config::{Config, VideoCodec};
+use crate::codec::Codec;
+use crate::config::Config;
 use crate::engine::Engine;
-use crate::http::{self, App};
+use crate::http;
 use crate::metrics::Metrics;
 
 /// A started server.
@@ -68,14 +70,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let registry = crate::shows::Registry::default();
     // Shows survive restarts: rebuild the registry from the store.
     for s in store.shows(None).await.unwrap_or_default() {
-        let codecs: Vec<VideoCodec> = s
+        let codecs: Vec<Codec> = s
             .video_codecs
             .iter()
-            .filter_map(|c| match c.as_str() {
-                "h264" => Some(VideoCodec::H264),
-                "vp8" => Some(VideoCodec::Vp8),
-                _ => None,
-            })
+            .filter_map(|c| Codec::video_from_name(c))
             .collect();
         let codecs = if codecs.is_empty() {
             cfg.shows.default_video_codecs.clone()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::config::VideoCodec;
+use crate::codec::Codec;
 use crate::engine::{Clock, PeerId, Role, ShowSpec};
 
 /// One show.
@@ -15,7 +15,7 @@ pub struct Show {
     /// Id (URL path segment).
     pub id: Arc<str>,
     /// Allowed video codecs, in preference order.
-    pub video_codecs: Vec<VideoCodec>,
+    pub video_codecs: Vec<Codec>,
     /// The show's video clock.
     pub clock: Arc<Clock>,
     /// The publisher session currently holding the show, if any.
@@ -32,7 +32,7 @@ pub struct Show {
 
 impl Show {
     /// A show with the given codecs.
-    pub fn new(id: &str, video_codecs: Vec<VideoCodec>) -> Show {
+    pub fn new(id: &str, video_codecs: Vec<Codec>) -> Show {
         Show {
             id: id.into(),
             video_codecs,
@@ -102,7 +102,7 @@ impl Registry {
     }
 
     /// Look up or create a show.
-    pub fn show_or_create(&self, id: &str, codecs: &[VideoCodec]) -> Arc<Show> {
+    pub fn show_or_create(&self, id: &str, codecs: &[Codec]) -> Arc<Show> {
         self.shows
             .lock()
             .entry(id.to_string())

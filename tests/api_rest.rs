@@ -227,7 +227,7 @@ async fn rest_api_end_to_end() {
     assert_eq!(s["ended_at"], Value::Null);
     // The media plane got the show with its codecs.
     let live = server.app().registry.show(show).expect("in the registry");
-    assert_eq!(live.video_codecs, vec![hawker::config::VideoCodec::Vp8]);
+    assert_eq!(live.video_codecs, vec![hawker::codec::Codec::Vp8]);
 
     api.post("/shows", &admin, new_show.clone())
         .await

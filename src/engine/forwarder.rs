@@ -23,31 +23,7 @@
 
 use std::time::Duration;
 
-/// A media codec, independent of any peer's payload-type numbering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Codec {
-    /// Opus audio, 48 kHz.
-    Opus,
-    /// VP8 video, 90 kHz.
-    Vp8,
-    /// H.264 video (packetization-mode 1), 90 kHz.
-    H264,
-}
-
-impl Codec {
-    /// RTP clock rate.
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            Codec::Opus => 48_000,
-            Codec::Vp8 | Codec::H264 => 90_000,
-        }
-    }
-
-    /// Whether this is a video codec.
-    pub fn is_video(self) -> bool {
-        !matches!(self, Codec::Opus)
-    }
-}
+pub use crate::codec::Codec;
 
 /// Which of the show's two tracks a packet belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

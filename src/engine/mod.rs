@@ -6,17 +6,26 @@
 //!   the show's numbering ([`forwarder::SourceMap`]) and keyframe gate never move. The home
 //!   shard maps each publisher packet once and hands one `Arc`'d [`MediaPacket`] to every shard;
 //!   each shard writes it to its local viewers ([`forwarder::decide`] per viewer).
-//! * Signalling reaches a shard as a [`Msg`] over a channel plus a `mio` waker; the shard
-//!   answers on a oneshot. Shards report peer life-cycle and data-channel traffic to the
-//!   control plane as [`Event`]s.
+//! * Signalling reaches a shard as a [`Msg`]; the shard answers with a [`Reply`]. Shards report
+//!   peer life-cycle and data-channel traffic to the control plane as [`Event`]s.
 //!
-//! The shard logic ([`shard::Core`]) is sans-IO: time and datagrams are arguments, transmits
-//! and cross-shard messages are outputs; [`shard::run`] is the thin driver around a socket.
+//! Where things live:
+//!
+//! * [`shard`]: the sans-IO core ([`shard::Core`]): time and datagrams in, transmits,
+//!   cross-shard messages, events and replies out through queues. Its rooms: `peers` (the
+//!   peer table and lookup), `accept` (SDP), `ingest` (publisher packets, keyframe requests),
+//!   `egress` (fan-out, keyframe cache, data-channel text), `stun`.
+//! * [`forwarder`] and [`keyframe`]: pure decisions (numbering, per-viewer rewrite, the
+//!   keyframe gate), unit-tested on their own.
+//! * [`driver`]: the thin loop around a core: one thread, one UDP socket, `mio`, the wall
+//!   clock, `sendmmsg`, channels to the other shards and the oneshots of the control plane.
+//! * [`Engine`]: starts the drivers and is what the control plane calls.
+//!
+//! The same cores run in virtual time in `crate::sim`, wired through an in-memory network.
 
-pub mod codec;
+pub mod driver;
 pub mod forwarder;
 pub mod keyframe;
-mod peer;
 mod sendmmsg;
 pub mod shard;
 
@@ -25,11 +34,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, VideoCodec};
+use crate::codec::Codec;
+use crate::config::Config;
 use crate::metrics::Metrics;
+
+/// The label of the commerce data channel.
+pub const EVENTS_LABEL: &str = "events";
 
 /// Identifies a peer across the engine.
 pub type PeerId = u64;
@@ -120,7 +132,7 @@ pub struct ShowSpec {
     /// Show id.
     pub id: Arc<str>,
     /// Video codecs allowed, in preference order.
-    pub video_codecs: Vec<VideoCodec>,
+    pub video_codecs: Vec<Codec>,
     /// The show's video clock.
     pub clock: Arc<Clock>,
 }
@@ -148,8 +160,6 @@ pub struct AddPeer {
     pub role: Role,
     /// The SDP offer.
     pub offer: str0m::change::SdpOffer,
-    /// Answer SDP, or why not.
-    pub reply: oneshot::Sender<Result<String, Error>>,
 }
 
 /// Whom a data-channel text message is for.
@@ -169,7 +179,7 @@ pub enum Msg {
     /// Add a peer.
     Add(Box<AddPeer>),
     /// Remove a peer (WHIP/WHEP DELETE); replies whether it existed.
-    Remove(PeerId, oneshot::Sender<bool>),
+    Remove(PeerId),
     /// A packet to fan out to this shard's viewers.
     Media(Arc<MediaPacket>),
     /// A viewer somewhere wants a keyframe of this show (sent to the home shard).
@@ -178,6 +188,37 @@ pub enum Msg {
     Text(Target, Arc<str>),
     /// Close every peer and stop.
     Shutdown,
+}
+
+impl Msg {
+    /// A copy for another shard, for the messages that go to several shards.
+    pub fn share(&self) -> Option<Msg> {
+        match self {
+            Msg::Media(p) => Some(Msg::Media(p.clone())),
+            Msg::KeyframeWanted(s) => Some(Msg::KeyframeWanted(s.clone())),
+            Msg::Text(t, s) => Some(Msg::Text(t.clone(), s.clone())),
+            Msg::Add(_) | Msg::Remove(_) | Msg::Shutdown => None,
+        }
+    }
+}
+
+/// A shard's answer to a [`Msg::Add`] or [`Msg::Remove`].
+#[derive(Debug)]
+pub enum Reply {
+    /// The peer was added (the SDP answer), or why not.
+    Added {
+        /// Peer.
+        peer: PeerId,
+        /// Answer SDP, or why not.
+        result: Result<String, Error>,
+    },
+    /// The peer was removed, if it existed.
+    Removed {
+        /// Peer.
+        peer: PeerId,
+        /// Whether it was on the shard.
+        existed: bool,
+    },
 }
 
 /// What shards tell the control plane.
@@ -225,8 +266,7 @@ pub enum Event {
 
 /// A shard as seen from outside.
 pub struct Handle {
-    tx: Sender<Msg>,
-    waker: Arc<mio::Waker>,
+    link: driver::Link,
     /// The shard's UDP address.
     pub addr: SocketAddr,
     /// Peers currently on the shard.
@@ -237,9 +277,7 @@ pub struct Handle {
 impl Handle {
     /// Send a message and wake the shard.
     pub fn send(&self, msg: Msg) -> bool {
-        let ok = self.tx.send(msg).is_ok();
-        let _ = self.waker.wake();
-        ok
+        self.link.send(driver::Envelope::plain(msg))
     }
 }
 
@@ -276,13 +314,11 @@ impl Engine {
         let mut receivers = Vec::with_capacity(n);
         for sock in &sockets {
             let poll = mio::Poll::new()?;
-            let waker = Arc::new(mio::Waker::new(poll.registry(), shard::WAKER)?);
-            let (tx, rx) = crossbeam_channel::unbounded();
+            let (link, rx) = driver::Link::new(&poll)?;
             let local = sock.local_addr()?;
             let announce = SocketAddr::new(cfg.announce_ip(), local.port());
             handles.push(Handle {
-                tx,
-                waker,
+                link,
                 addr: announce,
                 peers: Arc::new(AtomicUsize::new(0)),
                 thread: None,
@@ -290,13 +326,7 @@ impl Engine {
             pollers.push(poll);
             receivers.push(rx);
         }
-        let peers: Vec<shard::Link> = handles
-            .iter()
-            .map(|h| shard::Link {
-                tx: h.tx.clone(),
-                waker: h.waker.clone(),
-            })
-            .collect();
+        let links: Vec<driver::Link> = handles.iter().map(|h| h.link.clone()).collect();
         for (i, ((sock, poll), rx)) in sockets.into_iter().zip(pollers).zip(receivers).enumerate() {
             let settings = shard::Settings {
                 index: i,
@@ -307,15 +337,15 @@ impl Engine {
                 keyframe_cache_age: cfg.media.keyframe_cache_max_age,
             };
             let core = shard::Core::new(
+                Instant::now(),
                 settings,
                 metrics.shard(i),
                 handles[i].peers.clone(),
-                events.clone(),
             );
-            let others = peers.clone();
+            let d = driver::Driver::new(core, sock, poll, rx, links.clone(), events.clone())?;
             let t = std::thread::Builder::new()
                 .name(format!("hawker-shard-{i}"))
-                .spawn(move || shard::run(core, sock, poll, rx, others))?;
+                .spawn(move || d.run())?;
             handles[i].thread = Some(t);
         }
         Ok(Engine {
@@ -369,9 +399,12 @@ impl Engine {
             show,
             role,
             offer,
-            reply,
         }));
-        if !self.shards[shard].send(msg) {
+        let env = driver::Envelope {
+            msg,
+            reply: Some(driver::ReplyTo::Added(reply)),
+        };
+        if !self.shards[shard].link.send(env) {
             return Err(Error::ShuttingDown);
         }
         rx.await.map_err(|_| Error::ShuttingDown)?
@@ -380,7 +413,11 @@ impl Engine {
     /// Remove a peer; resolves to whether it existed.
     pub async fn remove_peer(&self, shard: usize, id: PeerId) -> bool {
         let (reply, rx) = oneshot::channel();
-        if !self.shards[shard].send(Msg::Remove(id, reply)) {
+        let env = driver::Envelope {
+            msg: Msg::Remove(id),
+            reply: Some(driver::ReplyTo::Removed(reply)),
+        };
+        if !self.shards[shard].link.send(env) {
             return false;
         }
         rx.await.unwrap_or(false)

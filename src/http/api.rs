@@ -25,8 +25,8 @@ use super::error::ApiError;
 use super::media::valid_show_id;
 use super::App;
 use crate::auth::Role;
+use crate::codec::Codec;
 use crate::commerce::{self, NewShow, ProductSpec, ShowState};
-use crate::config::VideoCodec;
 use crate::live::protocol::{self, ErrorCode, Inbound};
 use crate::live::Origin;
 
@@ -284,16 +284,12 @@ struct CreateShow {
     video_codecs: Option<Vec<String>>,
 }
 
-fn parse_codec(name: &str) -> Option<VideoCodec> {
-    match name.to_ascii_lowercase().as_str() {
-        "h264" => Some(VideoCodec::H264),
-        "vp8" => Some(VideoCodec::Vp8),
-        _ => None,
-    }
+fn parse_codec(name: &str) -> Option<Codec> {
+    Codec::video_from_name(name)
 }
 
 /// A non-empty subset of {h264, vp8} in the given order (duplicates dropped), or the default.
-fn parse_codecs(list: Option<Vec<String>>, default: &[VideoCodec]) -> ApiResult<Vec<VideoCodec>> {
+fn parse_codecs(list: Option<Vec<String>>, default: &[Codec]) -> ApiResult<Vec<Codec>> {
     let Some(list) = list else {
         return Ok(default.to_vec());
     };
@@ -315,8 +311,8 @@ fn parse_codecs(list: Option<Vec<String>>, default: &[VideoCodec]) -> ApiResult<
 }
 
 /// The codecs of a stored show for the media plane (the default when none is usable).
-fn stored_codecs(app: &App, s: &commerce::Show) -> Vec<VideoCodec> {
-    let v: Vec<VideoCodec> = s
+fn stored_codecs(app: &App, s: &commerce::Show) -> Vec<Codec> {
+    let v: Vec<Codec> = s
         .video_codecs
         .iter()
         .filter_map(|c| parse_codec(c))
@@ -728,11 +724,11 @@ mod tests {
 
     #[test]
     fn codecs_default_dedupe_and_reject() {
-        let d = [VideoCodec::H264, VideoCodec::Vp8];
+        let d = [Codec::H264, Codec::Vp8];
         assert_eq!(parse_codecs(None, &d).unwrap(), d.to_vec());
         assert_eq!(
             parse_codecs(Some(vec!["VP8".into(), "vp8".into()]), &d).unwrap(),
-            vec![VideoCodec::Vp8]
+            vec![Codec::Vp8]
         );
         assert!(parse_codecs(Some(vec![]), &d).is_err());
         assert!(parse_codecs(Some(vec!["av1".into()]), &d).is_err());

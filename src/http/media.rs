@@ -101,7 +101,9 @@ pub async fn whip_post(
         &[TokenRole::Publisher, TokenRole::Admin],
     )?;
     let offer = parse_offer(&headers, &body)?;
-    let show = app.show_for_media(&show_id)?;
+    let show = app
+        .show_for_media(&show_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no show {show_id:?}")))?;
     if let Ok(Some(stored)) = app.store.show(&show_id).await {
         if stored.state == crate::commerce::ShowState::Ended {
             return Err(ApiError::Conflict(format!(
@@ -187,7 +189,9 @@ pub async fn whep_post(
             .sub
     };
     let offer = parse_offer(&headers, &body)?;
-    let show = app.show_for_media(&show_id)?;
+    let show = app
+        .show_for_media(&show_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no show {show_id:?}")))?;
     let session_id = new_session_id();
     let shard = app.engine.pick_viewer_shard();
     let peer = app.engine.next_peer_id();

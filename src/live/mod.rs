@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use crate::app::App;
 use crate::commerce::{self, OrderRequest, OrderStatus, RateLimiter};
 use crate::engine::{PeerId, Role};
-use crate::http::App;
 use crate::shows::Session;
 use protocol::{ErrorCode, Inbound};
 

@@ -30,7 +30,7 @@ pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
 }
 
 /// Receive one datagram: (length, source, kernel receive time in µs since the Unix epoch).
-#[cfg(target_os = "linux")]
+#[cfg(all(test, target_os = "linux"))]
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<u64>)> {
     // SAFETY: every pointer handed to recvmsg points at a live, correctly sized buffer, and the
     // control messages are read with the CMSG_* accessors within msg_controllen.
@@ -239,7 +239,7 @@ mod tests {
         let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         enable_rx_timestamps(b.as_raw_fd()).unwrap();
-        let before = super::super::media::wall_us();
+        let before = hawker::sim::media::wall_us();
         a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
         let mut buf = [0u8; 64];
         let (n, src, ts) = recv(b.as_raw_fd(), &mut buf).unwrap();

@@ -1,9 +1,13 @@
-//! One WebRTC peer on a shard: a `str0m::Rtc` plus what hawker tracks about it.
+//! Peer lookup: the shard's table of peers (a `str0m::Rtc` each, plus what hawker tracks about
+//! it), found by engine id, by source address, and, for a STUN check from an address not seen
+//! before, by the local ICE ufrag. Never a scan.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+use str0m::Input;
 
 use str0m::channel::ChannelId;
 use str0m::format::Codec as StrCodec;
@@ -11,16 +15,18 @@ use str0m::media::Mid;
 use str0m::rtp::Ssrc;
 use str0m::Rtc;
 
-use super::forwarder::{self, Codec, PtMap, Track};
-use super::{PeerId, Role};
+use super::stun;
+use crate::engine::forwarder::{self, Codec, PtMap, Track};
+use crate::engine::{PeerId, Role};
 
 /// An outgoing (viewer) track.
-pub(crate) struct OutTrack {
+pub(super) struct OutTrack {
     pub ssrc: Ssrc,
     pub fwd: forwarder::Viewer,
 }
 
-pub(crate) struct Peer {
+/// One WebRTC peer on a shard.
+pub(super) struct Peer {
     pub id: PeerId,
     pub rtc: Rtc,
     pub show: Arc<str>,
@@ -154,5 +160,94 @@ fn map_codec(c: StrCodec, packetization_mode: Option<u8>) -> Option<Codec> {
         StrCodec::Vp8 => Some(Codec::Vp8),
         StrCodec::H264 if packetization_mode == Some(1) => Some(Codec::H264),
         _ => None,
+    }
+}
+
+/// The shard's peers, in slots that are reused; a slot index is stable for a peer's life.
+#[derive(Default)]
+pub(super) struct Peers {
+    slots: Vec<Option<Peer>>,
+    free: Vec<usize>,
+    by_id: HashMap<PeerId, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// Local ICE ufrag → slot: a STUN check from an address we have not seen (first contact,
+    /// a second candidate pair, a network change) finds its peer here.
+    by_ufrag: HashMap<String, usize>,
+}
+
+impl Peers {
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Number of slots (an upper bound for slot indexes).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Put a peer in a free slot and index it by id and local ufrag.
+    pub fn insert(&mut self, mut peer: Peer) -> usize {
+        peer.ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        let (id, ufrag) = (peer.id, peer.ufrag.clone());
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(peer);
+                i
+            }
+            None => {
+                self.slots.push(Some(peer));
+                self.slots.len() - 1
+            }
+        };
+        self.by_id.insert(id, idx);
+        self.by_ufrag.insert(ufrag, idx);
+        idx
+    }
+
+    /// Take a peer out of its slot and out of every index.
+    pub fn remove(&mut self, idx: usize) -> Option<Peer> {
+        let p = self.slots.get_mut(idx)?.take()?;
+        self.free.push(idx);
+        self.by_id.remove(&p.id);
+        for a in &p.addrs {
+            self.by_addr.remove(a);
+        }
+        self.by_ufrag.remove(&p.ufrag);
+        Some(p)
+    }
+
+    /// The slot of a peer by engine id.
+    pub fn slot_of(&self, id: PeerId) -> Option<usize> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// The peer in a slot, mutably.
+    pub fn get_mut(&mut self, idx: usize) -> Option<&mut Peer> {
+        self.slots.get_mut(idx).and_then(Option::as_mut)
+    }
+
+    /// Every peer.
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.slots.iter().flatten()
+    }
+
+    /// The slot a datagram from `source` belongs to: by address, else (a STUN check from a new
+    /// address) by the local ufrag in its USERNAME, confirmed by `Rtc::accepts`; the address is
+    /// then remembered. `None`: nobody's.
+    pub fn route(&mut self, source: SocketAddr, data: &[u8], input: &Input) -> Option<usize> {
+        if let Some(&i) = self.by_addr.get(&source) {
+            return Some(i);
+        }
+        let i = stun::local_ufrag(data)
+            .and_then(|u| std::str::from_utf8(u).ok())
+            .and_then(|u| self.by_ufrag.get(u).copied())?;
+        let p = self.slots[i].as_mut()?;
+        if !p.rtc.accepts(input) {
+            return None;
+        }
+        p.addrs.push(source);
+        self.by_addr.insert(source, i);
+        Some(i)
     }
 }

@@ -10,8 +10,8 @@ use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::{Candidate, Rtc};
 
-use crate::engine::forwarder::Codec;
-use crate::engine::shard::EVENTS_LABEL;
+use crate::codec::Codec;
+use crate::engine::EVENTS_LABEL;
 
 /// One DTLS certificate for every client peer of the process: key generation is the most
 /// expensive part of creating an `Rtc`, and a load generator needs no distinct identities.

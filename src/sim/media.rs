@@ -6,6 +6,8 @@
 //! The picture data itself is filler: a browser would show garbage, but the SFU only reads
 //! headers, and the load generator only reads the trailer.
 
+use crate::codec::Codec;
+
 /// Microseconds since the Unix epoch (`CLOCK_REALTIME`, the clock of the kernel's receive
 /// timestamps): what the trailer carries.
 pub fn wall_us() -> u64 {
@@ -34,16 +36,6 @@ pub fn trailer(p: &[u8]) -> Option<u64> {
         return None;
     }
     Some(u64::from_be_bytes(p[n - TRAILER..n - 4].try_into().ok()?))
-}
-
-/// Video codec of the synthetic stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VideoCodec {
-    /// VP8 (RFC 7741).
-    Vp8,
-    /// H.264 constrained baseline, packetization-mode 1 (RFC 6184).
-    H264,
 }
 
 /// One RTP payload of a frame.
@@ -83,7 +75,7 @@ fn filler(len: usize, seed: u64) -> impl Iterator<Item = u8> {
 
 /// Split one encoded frame of `frame_bytes` into RTP payloads of at most `mtu` bytes.
 pub fn video_frame(
-    codec: VideoCodec,
+    codec: Codec,
     key: bool,
     frame_bytes: usize,
     mtu: usize,
@@ -91,8 +83,13 @@ pub fn video_frame(
 ) -> Vec<Chunk> {
     let mtu = mtu.max(TRAILER + 16);
     match codec {
-        VideoCodec::Vp8 => vp8_frame(key, frame_bytes, mtu, frame_no),
-        VideoCodec::H264 => h264_frame(key, frame_bytes, mtu, frame_no),
+        Codec::Vp8 => vp8_frame(key, frame_bytes, mtu, frame_no),
+        Codec::H264 => h264_frame(key, frame_bytes, mtu, frame_no),
+        // Not a video codec: one audio packet of that size.
+        Codec::Opus => vec![Chunk {
+            payload: opus_packet(frame_bytes.min(mtu), frame_no),
+            last: true,
+        }],
     }
 }
 
@@ -194,15 +191,12 @@ pub fn opus_packet(bytes: usize, n: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::codec::is_keyframe_start;
-    use crate::engine::forwarder::Codec;
+    use crate::codec::is_keyframe_start;
 
     #[test]
     fn frames_parse_as_keyframes_and_carry_trailers() {
-        for (codec, c) in [
-            (VideoCodec::Vp8, Codec::Vp8),
-            (VideoCodec::H264, Codec::H264),
-        ] {
+        for codec in [Codec::Vp8, Codec::H264] {
+            let c = codec;
             let mut key = video_frame(codec, true, 20_000, 1200, 1);
             assert!(key.len() > 10);
             assert!(is_keyframe_start(c, &key[0].payload));

@@ -16,12 +16,10 @@ use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use super::client;
-use super::media;
 use super::stats::{Histogram, Jitter, SeqTracker};
 use super::udp;
-use crate::engine::codec::is_keyframe_start;
-use crate::engine::forwarder::Codec;
+use hawker::codec::{is_keyframe_start, Codec};
+use hawker::sim::{client, media};
 use std::os::fd::AsRawFd;
 
 /// mio token of a worker's waker.
@@ -445,7 +443,7 @@ fn on_event(v: &mut Viewer, st: &mut Stats, events: &super::publisher::Shared, e
                 st.failed += 1;
             }
         }
-        Event::ChannelOpen(cid, label) if label == crate::engine::shard::EVENTS_LABEL => {
+        Event::ChannelOpen(cid, label) if label == hawker::engine::EVENTS_LABEL => {
             v.channel = Some(cid);
             v.r.channel_ms = Some(ms_since(v.post_at, Instant::now()));
             st.channel_open += 1;

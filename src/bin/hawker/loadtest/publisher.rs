@@ -16,10 +16,10 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use super::client::{self, Mids, Offer};
-use super::media::{self, VideoCodec};
 use super::signal::{self, Req};
-use crate::engine::forwarder::Codec;
+use hawker::codec::Codec;
+use hawker::sim::client::{self, Mids, Offer};
+use hawker::sim::media;
 
 /// What the publisher sends.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub struct Config {
     /// Publisher token.
     pub token: String,
     /// Video codec.
-    pub codec: VideoCodec,
+    pub codec: Codec,
     /// Video bitrate, kbit/s (keyframes included).
     pub video_kbps: u32,
     /// Frames per second.
@@ -105,8 +105,8 @@ pub fn start(cfg: Config, http: signal::Handle, shared: Arc<Shared>) -> anyhow::
     let local = sock.local_addr()?;
     let now = Instant::now();
     let offer_kind = match cfg.codec {
-        VideoCodec::Vp8 => Offer::Vp8,
-        VideoCodec::H264 => Offer::H264,
+        Codec::H264 => Offer::H264,
+        _ => Offer::Vp8,
     };
     let mut rtc = client::rtc(now, local, offer_kind);
     let (offer, pending, mids) = client::publisher_offer(&mut rtc);
@@ -234,7 +234,7 @@ impl Publisher {
                     .fetch_add(1, Ordering::Relaxed);
                 self.key_wanted = true;
             }
-            Event::ChannelOpen(cid, label) if label == crate::engine::shard::EVENTS_LABEL => {
+            Event::ChannelOpen(cid, label) if label == hawker::engine::EVENTS_LABEL => {
                 self.channel = Some(cid)
             }
             Event::ChannelData(d) if Some(d.id) == self.channel => {
@@ -292,10 +292,7 @@ impl Publisher {
 
     fn streams(&mut self) -> Option<(Ssrc, u8, Ssrc, u8)> {
         if self.tx.is_none() {
-            let vc = match self.cfg.codec {
-                VideoCodec::Vp8 => Codec::Vp8,
-                VideoCodec::H264 => Codec::H264,
-            };
+            let vc = self.cfg.codec;
             let vpt = client::pt_for(&self.rtc, self.mids.video, vc)?;
             let apt = client::pt_for(&self.rtc, self.mids.audio, Codec::Opus)?;
             let mut api = self.rtc.direct_api();

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+mod loadtest;
 use hawker::auth::{Keys, Role};
 use hawker::config::Config;
 
@@ -45,7 +47,7 @@ enum Cmd {
         config: Option<PathBuf>,
     },
     /// Load-test a server with a synthetic publisher and N real WebRTC viewers.
-    Loadtest(Box<hawker::loadtest::Opts>),
+    Loadtest(Box<loadtest::Opts>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", keys.issue(&sub, &show, role, ttl));
             Ok(())
         }
-        Cmd::Loadtest(opts) => hawker::loadtest::run(*opts).map(|_| ()),
+        Cmd::Loadtest(opts) => loadtest::run(*opts).map(|_| ()),
     }
 }
 

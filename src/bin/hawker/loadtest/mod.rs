@@ -17,8 +17,6 @@
 //! with the server for cores, and CPU per delivered packet is what stays comparable.
 
 pub mod baseline;
-pub mod client;
-pub mod media;
 pub mod procfs;
 pub mod publisher;
 mod report;
@@ -37,7 +35,8 @@ use anyhow::{bail, Context};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use media::VideoCodec;
+use hawker::codec::Codec;
+use hawker::sim::client;
 use signal::{Req, Signaller};
 use stats::{quantiles_of, Histogram, Quantiles};
 use viewer::{NewViewer, ViewerResult};
@@ -84,8 +83,8 @@ pub struct Opts {
     #[arg(long, default_value = "0/s", value_parser = parse_rate)]
     pub buy_rate: f64,
     /// Video codec of the synthetic stream.
-    #[arg(long, value_enum, default_value = "vp8")]
-    pub codec: VideoCodec,
+    #[arg(long, default_value = "vp8", value_parser = parse_video_codec)]
+    pub codec: Codec,
     /// Video bitrate in kbit/s.
     #[arg(long, default_value_t = 2500)]
     pub video_kbps: u32,
@@ -122,35 +121,9 @@ pub struct Opts {
     pub quiet: bool,
 }
 
-impl Opts {
-    /// Defaults for `url`, `show` and a publisher token (for library callers and tests).
-    pub fn new(url: &str, show: &str, token: Option<String>) -> Opts {
-        Opts {
-            url: url.to_string(),
-            show: show.to_string(),
-            token,
-            viewer_token: None,
-            viewers: 100,
-            join_rate: 50.0,
-            duration: Duration::from_secs(30).into(),
-            server_pid: None,
-            json: false,
-            report: None,
-            buy_rate: 0.0,
-            codec: VideoCodec::Vp8,
-            video_kbps: 2500,
-            fps: 30,
-            payload_size: 1200,
-            keyframe_interval: Duration::from_secs(2).into(),
-            audio_bytes: 160,
-            pacing_factor: 2.5,
-            event_interval: Duration::from_secs(1).into(),
-            threads: None,
-            no_baseline: false,
-            baseline_duration: Duration::from_secs(2).into(),
-            quiet: false,
-        }
-    }
+/// Parse `--codec`: a video codec name (`vp8`, `h264`).
+pub fn parse_video_codec(s: &str) -> Result<Codec, String> {
+    Codec::video_from_name(s).ok_or_else(|| format!("{s:?} is not a video codec (vp8, h264)"))
 }
 
 /// Parse `50/s`, `50`, `0.5/s`.
@@ -188,7 +161,7 @@ pub struct RunConfig {
     /// Run length, s.
     pub duration_s: f64,
     /// Codec.
-    pub codec: VideoCodec,
+    pub codec: Codec,
     /// Video kbit/s.
     pub video_kbps: u32,
     /// Frames per second.
@@ -461,7 +434,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
     if opts.payload_size < 200 || opts.payload_size > 1400 {
         bail!("--payload-size must be between 200 and 1400");
     }
-    if !crate::http::media::valid_show_id(&opts.show) {
+    if !hawker::http::media::valid_show_id(&opts.show) {
         bail!("show id must be 1-64 characters of A-Z a-z 0-9 - _");
     }
     let started = Instant::now();

@@ -1,6 +1,57 @@
-//! Just enough payload parsing to find keyframes (VP8, H.264) without depacketizing.
+//! Codecs: the one [`Codec`] type used by the config, the API, the engine and the load
+//! generator, and just enough payload parsing to find keyframes (VP8, H.264) without
+//! depacketizing.
 
-use super::forwarder::Codec;
+/// A media codec, independent of any peer's payload-type numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Opus audio, 48 kHz.
+    Opus,
+    /// VP8 video, 90 kHz.
+    Vp8,
+    /// H.264 video (packetization-mode 1), 90 kHz.
+    H264,
+}
+
+impl Codec {
+    /// RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            Codec::Vp8 | Codec::H264 => 90_000,
+        }
+    }
+
+    /// Whether this is a video codec.
+    pub fn is_video(self) -> bool {
+        !matches!(self, Codec::Opus)
+    }
+
+    /// Lower-case name used in the API, the config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Opus => "opus",
+            Codec::Vp8 => "vp8",
+            Codec::H264 => "h264",
+        }
+    }
+
+    /// The video codec with this name (`h264`, `vp8`, any case), if it is one.
+    pub fn video_from_name(name: &str) -> Option<Codec> {
+        match name.to_ascii_lowercase().as_str() {
+            "h264" => Some(Codec::H264),
+            "vp8" => Some(Codec::Vp8),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Whether this RTP payload is the first packet of a keyframe.
 ///

@@ -87,11 +87,6 @@ impl Histogram {
         self.total
     }
 
-    /// Largest value.
-    pub fn max(&self) -> u64 {
-        self.max
-    }
-
     /// Mean, if any value was recorded.
     pub fn mean(&self) -> Option<f64> {
         (self.total > 0).then(|| self.sum as f64 / self.total as f64)
@@ -149,18 +144,6 @@ impl Histogram {
             p999: ms(self.quantile(0.999)),
             max: ms((self.total > 0).then_some(self.max)),
         }
-    }
-
-    /// Non-empty buckets as (lower bound, width, count).
-    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(i, &c)| {
-                let (lo, w) = bucket_range(i);
-                (lo, w, c)
-            })
     }
 }
 

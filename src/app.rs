@@ -1,0 +1,123 @@
+//! The control plane's shared state: [`App`] holds the config, token keys, the media engine,
+//! the show registry, the store and the live-commerce state; [`App::on_engine_event`] turns the
+//! media plane's [`Event`]s into registry updates and live-commerce work. Both `http` (request
+//! handlers) and `live` (the data-channel protocol) depend on this module, not on each other.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::engine::{Engine, Event, Role};
+use crate::metrics::Metrics;
+use crate::shows::{Registry, Show};
+
+/// Everything the control plane shares.
+pub struct App {
+    /// Configuration.
+    pub cfg: Config,
+    /// Token keys.
+    pub keys: Keys,
+    /// The media plane.
+    pub engine: Engine,
+    /// Shows and sessions.
+    pub registry: Registry,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Durable shows, catalog, stock, orders, webhook outbox.
+    pub store: crate::commerce::Store,
+    /// Live commerce state (highlights, rate limits).
+    pub live: crate::live::State,
+}
+
+impl App {
+    /// The show for a WHIP/WHEP request: existing, or created on first use if configured;
+    /// `None` when there is no such show and shows are not created on first use.
+    pub fn show_for_media(&self, id: &str) -> Option<Arc<Show>> {
+        if let Some(s) = self.registry.show(id) {
+            return Some(s);
+        }
+        if self.cfg.shows.create_on_first_use {
+            let show = self
+                .registry
+                .show_or_create(id, &self.cfg.shows.default_video_codecs);
+            // Keep the durable record in step so orders and webhooks work for it too.
+            let pending = self.store.create_show(crate::commerce::NewShow {
+                id: Some(id.to_string()),
+                title: id.to_string(),
+                scheduled_at: None,
+                video_codecs: show
+                    .video_codecs
+                    .iter()
+                    .map(|c| c.as_str().to_string())
+                    .collect(),
+            });
+            tokio::spawn(async move {
+                if let Err(e) = pending.await {
+                    tracing::debug!("implicit show record: {e}");
+                }
+            });
+            Some(show)
+        } else {
+            None
+        }
+    }
+
+    /// A peer is gone: free its publisher slot, update counts.
+    pub fn session_gone(&self, peer: u64) {
+        let Some(s) = self.registry.remove_by_peer(peer) else {
+            return;
+        };
+        match s.role {
+            Role::Publisher => {
+                let mut slot = s.show.publisher.lock();
+                if slot.as_deref() == Some(s.id.as_str()) {
+                    *slot = None;
+                }
+                if s.show.live.swap(false, Ordering::Relaxed) {
+                    self.metrics.shows_live.dec();
+                    tracing::info!(show = %s.show.id, "show went off air");
+                }
+            }
+            Role::Viewer => {
+                if s.connected {
+                    s.show.viewer_left();
+                }
+            }
+        }
+    }
+
+    /// Handle a media-plane event.
+    pub fn on_engine_event(self: &Arc<Self>, ev: Event) {
+        match ev {
+            Event::Connected { peer, role, .. } => {
+                if let Some(s) = self.registry.mark_connected(peer) {
+                    match role {
+                        Role::Publisher => {
+                            if !s.show.live.swap(true, Ordering::Relaxed) {
+                                self.metrics.shows_live.inc();
+                                tracing::info!(show = %s.show.id, "show is live");
+                            }
+                            let pending = self
+                                .store
+                                .set_show_state(&s.show.id, crate::commerce::ShowState::Live);
+                            tokio::spawn(async move {
+                                if let Err(e) = pending.await {
+                                    tracing::debug!("show state: {e}");
+                                }
+                            });
+                        }
+                        Role::Viewer => s.show.viewer_joined(),
+                    }
+                }
+            }
+            Event::Gone { peer, .. } => self.session_gone(peer),
+            Event::ChannelOpen { peer, .. } => {
+                tokio::spawn(crate::live::on_channel_open(self.clone(), peer));
+            }
+            Event::Text { peer, text, .. } => {
+                tokio::spawn(crate::live::on_text(self.clone(), peer, text));
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The shard driver: the only part of a shard that does I/O. It owns the UDP socket, the `mio`
+//! poll and waker, reads the wall clock, and moves bytes and messages in and out of the
+//! sans-IO [`Core`]: datagrams to `sendmmsg`, cross-shard messages to the other drivers'
+//! channels, control events to the control plane, replies to the callers' oneshots.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::{mpsc, oneshot};
+
+use super::shard::{Core, Dest};
+use super::{Error, Event, Msg, PeerId, Reply};
+
+/// mio token of the socket.
+pub const SOCKET: mio::Token = mio::Token(0);
+/// mio token of the waker.
+pub const WAKER: mio::Token = mio::Token(1);
+
+/// Where a shard's answer goes.
+pub enum ReplyTo {
+    /// Answer to [`Msg::Add`].
+    Added(oneshot::Sender<Result<String, Error>>),
+    /// Answer to [`Msg::Remove`].
+    Removed(oneshot::Sender<bool>),
+}
+
+/// A message on its way to a shard, with whom to answer.
+pub struct Envelope {
+    /// The message.
+    pub msg: Msg,
+    /// Who waits for the [`Reply`], if anyone.
+    pub reply: Option<ReplyTo>,
+}
+
+impl Envelope {
+    /// A message nobody waits on.
+    pub fn plain(msg: Msg) -> Envelope {
+        Envelope { msg, reply: None }
+    }
+}
+
+/// A way to reach a shard's driver: its channel and its waker.
+#[derive(Clone)]
+pub struct Link {
+    tx: Sender<Envelope>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Link {
+    /// A link to a driver that will poll `poll`, and the receiving end for that driver.
+    pub fn new(poll: &mio::Poll) -> std::io::Result<(Link, Receiver<Envelope>)> {
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Ok((Link { tx, waker }, rx))
+    }
+
+    /// Queue a message and wake the driver; false if it is gone.
+    pub fn send(&self, env: Envelope) -> bool {
+        let ok = self.tx.send(env).is_ok();
+        let _ = self.waker.wake();
+        ok
+    }
+}
+
+/// One shard's driver.
+pub struct Driver {
+    core: Core,
+    sock: mio::net::UdpSocket,
+    local: SocketAddr,
+    poll: mio::Poll,
+    rx: Receiver<Envelope>,
+    shards: Vec<Link>,
+    events: mpsc::UnboundedSender<Event>,
+    added: HashMap<PeerId, oneshot::Sender<Result<String, Error>>>,
+    removed: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
+}
+
+impl Driver {
+    /// A driver for `core` around a bound, non-blocking socket.
+    pub fn new(
+        core: Core,
+        sock: std::net::UdpSocket,
+        poll: mio::Poll,
+        rx: Receiver<Envelope>,
+        shards: Vec<Link>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> std::io::Result<Driver> {
+        let local = sock.local_addr()?;
+        let mut sock = mio::net::UdpSocket::from_std(sock);
+        poll.registry()
+            .register(&mut sock, SOCKET, mio::Interest::READABLE)?;
+        Ok(Driver {
+            core,
+            sock,
+            local,
+            poll,
+            rx,
+            shards,
+            events,
+            added: HashMap::new(),
+            removed: HashMap::new(),
+        })
+    }
+
+    /// Run until [`Msg::Shutdown`].
+    pub fn run(mut self) {
+        let mut events = mio::Events::with_capacity(64);
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let mut more = false;
+            let mut stop = false;
+            for _ in 0..1024 {
+                match self.rx.try_recv() {
+                    Ok(env) => {
+                        if matches!(env.msg, Msg::Shutdown) {
+                            stop = true;
+                            break;
+                        }
+                        self.accept(env);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if stop {
+                self.core.shutdown();
+                self.flush();
+                return;
+            }
+            for i in 0..256 {
+                match self.sock.recv_from(&mut buf) {
+                    Ok((n, src)) => {
+                        self.core
+                            .handle_datagram(Instant::now(), src, self.local, &buf[..n])
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::debug!("recv error: {e}");
+                        break;
+                    }
+                }
+                if i == 255 {
+                    more = true;
+                }
+            }
+            self.core.handle_timeout(Instant::now());
+            self.flush();
+            if !self.rx.is_empty() {
+                more = true;
+            }
+            let timeout = if more {
+                Duration::ZERO
+            } else {
+                self.core
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(100))
+                    .min(Duration::from_millis(100))
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!("poll failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Remember who waits for the answer, then hand the message to the core.
+    fn accept(&mut self, env: Envelope) {
+        match (env.reply, &env.msg) {
+            (Some(ReplyTo::Added(tx)), Msg::Add(a)) => {
+                self.added.insert(a.id, tx);
+            }
+            (Some(ReplyTo::Removed(tx)), Msg::Remove(id)) => {
+                self.removed.entry(*id).or_default().push(tx);
+            }
+            _ => {}
+        }
+        self.core.handle_msg(Instant::now(), env.msg);
+    }
+
+    /// Drain the core's queues: datagrams, cross-shard messages, events, replies.
+    fn flush(&mut self) {
+        let core = &mut self.core;
+        if !core.transmits.is_empty() {
+            // Counted once per flush, not per datagram.
+            let bytes: usize = core.transmits.iter().map(|t| t.contents.len()).sum();
+            core.metrics()
+                .packets_out
+                .inc_by(core.transmits.len() as u64);
+            core.metrics().bytes_out.inc_by(bytes as u64);
+            let items: Vec<(SocketAddr, &[u8])> = core
+                .transmits
+                .iter()
+                .map(|t| (t.destination, &t.contents[..]))
+                .collect();
+            let failed = super::sendmmsg::send_all(&self.sock, &items);
+            drop(items);
+            if failed > 0 {
+                core.metrics().send_errors.inc_by(failed as u64);
+            }
+            core.transmits.clear();
+        }
+        let me = core.settings().index;
+        let mut woken = vec![false; self.shards.len()];
+        for (dest, msg) in core.outbox.drain(..) {
+            match dest {
+                Dest::Shard(i) => {
+                    let _ = self.shards[i].tx.send(Envelope::plain(msg));
+                    woken[i] = true;
+                }
+                Dest::Others => {
+                    for (i, s) in self.shards.iter().enumerate() {
+                        if i == me {
+                            continue;
+                        }
+                        if let Some(m) = msg.share() {
+                            let _ = s.tx.send(Envelope::plain(m));
+                            woken[i] = true;
+                        }
+                    }
+                }
+            }
+        }
+        for (i, w) in woken.into_iter().enumerate() {
+            if w {
+                let _ = self.shards[i].waker.wake();
+            }
+        }
+        for ev in core.events.drain(..) {
+            let _ = self.events.send(ev);
+        }
+        for r in core.replies.drain(..) {
+            match r {
+                Reply::Added { peer, result } => {
+                    if let Some(tx) = self.added.remove(&peer) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Reply::Removed { peer, existed } => {
+                    if let Some(tx) = self
+                        .removed
+                        .get_mut(&peer)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| v.remove(0))
+                    {
+                        let _ = tx.send(existed);
+                    }
+                    if self.removed.get(&peer).is_some_and(|v| v.is_empty()) {
+                        self.removed.remove(&peer);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! A shard's sans-IO core: [`Core`] owns the shard's peers and its view of every show, and
+//! does no I/O of its own. Time is an argument of every call; what it produces goes out
+//! through queues the caller drains, as with `str0m::Rtc` and `quinn_proto::Connection`:
+//!
+//! * [`Core::transmits`]: datagrams to send from the shard's socket;
+//! * [`Core::outbox`]: messages for other shards ([`Dest`]);
+//! * [`Core::events`]: what the control plane hears about (peer life-cycle, data-channel text);
+//! * [`Core::replies`]: the answers to [`Msg::Add`] and [`Msg::Remove`].
+//!
+//! Inputs: [`Core::handle_msg`] (signalling and cross-shard traffic), [`Core::handle_datagram`]
+//! (a UDP datagram) and [`Core::handle_timeout`] (at [`Core::next_deadline`]). The driver
+//! (`engine::driver`) feeds it from a socket and the wall clock; `crate::sim` feeds it from an
+//! in-memory network in virtual time.
+//!
+//! The rooms: [`peers`] (the peer table and lookup), `accept` (SDP offer → `Rtc`), `ingest`
+//! (publisher packets → show numbering, keyframe requests), `egress` (fan-out to viewers,
+//! keyframe cache, greeting hold), `stun` (routing a first STUN check).
+
+mod accept;
+mod egress;
+mod ingest;
+pub(crate) mod peers;
+mod stun;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::media::MediaKind;
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
+
+use super::forwarder::Track;
+use super::{AddPeer, Event, Msg, PeerId, Reply, Role, EVENTS_LABEL};
+use crate::metrics::ShardMetrics;
+use egress::Outgoing;
+use ingest::Home;
+use peers::Peers;
+
+pub use stun::local_ufrag as stun_local_ufrag;
+
+/// Static shard settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Shard index.
+    pub index: usize,
+    /// Address announced in ICE candidates.
+    pub announce: SocketAddr,
+    /// Keyframe request throttle interval.
+    pub keyframe_interval: Duration,
+    /// ICE+DTLS must complete within this.
+    pub connect_timeout: Duration,
+    /// Peer cap.
+    pub max_peers: usize,
+    /// Start joining viewers from a cached keyframe at most this old (zero disables).
+    pub keyframe_cache_age: Duration,
+}
+
+/// Where a cross-shard message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// One shard.
+    Shard(usize),
+    /// Every other shard.
+    Others,
+}
+
+/// Delay between a viewer's `Connected` and its first media: our `Connected` can precede the
+/// client's processing of the last DTLS flight, and media written before it has its SRTP keys
+/// would be dropped (a lost keyframe costs a whole GOP).
+pub const VIEWER_SETTLE: Duration = Duration::from_millis(40);
+
+/// Show state on one shard.
+struct LocalShow {
+    viewers: Vec<usize>,
+    publisher: Option<usize>,
+    /// Present on the show's home shard.
+    home: Option<Home>,
+    /// Present on every shard with viewers of the show: the keyframe cache.
+    out: Outgoing,
+}
+
+impl LocalShow {
+    fn new() -> LocalShow {
+        LocalShow {
+            viewers: Vec::new(),
+            publisher: None,
+            home: None,
+            out: Outgoing::default(),
+        }
+    }
+}
+
+/// The shard's sans-IO core.
+pub struct Core {
+    s: Settings,
+    metrics: ShardMetrics,
+    peer_count: Arc<AtomicUsize>,
+    peers: Peers,
+    shows: HashMap<Arc<str>, LocalShow>,
+    /// The origin of publisher arrival times handed to the forwarder.
+    epoch: Instant,
+    rtc_events: Vec<RtcEvent>,
+    /// Datagrams to send.
+    pub transmits: Vec<Transmit>,
+    /// Messages for other shards.
+    pub outbox: Vec<(Dest, Msg)>,
+    /// Peer life-cycle and data-channel traffic, for the control plane.
+    pub events: Vec<Event>,
+    /// Answers to [`Msg::Add`] and [`Msg::Remove`].
+    pub replies: Vec<Reply>,
+}
+
+impl Core {
+    /// A shard core. `peer_count` mirrors [`Core::peer_count`] for whoever balances load.
+    pub fn new(
+        now: Instant,
+        s: Settings,
+        metrics: ShardMetrics,
+        peer_count: Arc<AtomicUsize>,
+    ) -> Core {
+        Core {
+            s,
+            metrics,
+            peer_count,
+            peers: Peers::default(),
+            shows: HashMap::new(),
+            epoch: now,
+            rtc_events: Vec::new(),
+            transmits: Vec::new(),
+            outbox: Vec::new(),
+            events: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    /// The shard's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.s
+    }
+
+    /// The shard's metrics.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Handle a message from the control plane or another shard.
+    pub fn handle_msg(&mut self, now: Instant, msg: Msg) {
+        match msg {
+            Msg::Add(add) => self.add_peer(now, *add),
+            Msg::Remove(id) => {
+                let found = self.peers.slot_of(id);
+                if let Some(idx) = found {
+                    self.remove(idx, true);
+                }
+                self.replies.push(Reply::Removed {
+                    peer: id,
+                    existed: found.is_some(),
+                });
+            }
+            Msg::Media(pkt) => self.fanout(now, &pkt),
+            Msg::KeyframeWanted(show) => self.keyframe_wanted(now, &show),
+            Msg::Text(target, text) => self.send_text(now, target, &text),
+            Msg::Shutdown => self.shutdown(),
+        }
+    }
+
+    fn add_peer(&mut self, now: Instant, add: AddPeer) {
+        let AddPeer {
+            id,
+            show,
+            role,
+            offer,
+        } = add;
+        if self.peers.len() >= self.s.max_peers {
+            self.replies.push(Reply::Added {
+                peer: id,
+                result: Err(super::Error::Full),
+            });
+            return;
+        }
+        let (peer, answer) = match accept::accept(now, self.s.announce, id, &show, role, offer) {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.replies.push(Reply::Added {
+                    peer: id,
+                    result: Err(e),
+                });
+                return;
+            }
+        };
+        let idx = self.peers.insert(peer);
+        let local = self
+            .shows
+            .entry(show.id.clone())
+            .or_insert_with(LocalShow::new);
+        match role {
+            Role::Publisher => {
+                local.publisher = Some(idx);
+                let interval = self.s.keyframe_interval;
+                local
+                    .home
+                    .get_or_insert_with(|| Home::new(&show, interval))
+                    .new_session(&show);
+            }
+            Role::Viewer => local.viewers.push(idx),
+        }
+        self.peer_count.store(self.peers.len(), Ordering::Relaxed);
+        self.peer_gauge(role).inc();
+        self.drain(now, idx);
+        self.replies.push(Reply::Added {
+            peer: id,
+            result: Ok(answer),
+        });
+    }
+
+    fn peer_gauge(&self, role: Role) -> &prometheus::IntGauge {
+        match role {
+            Role::Publisher => &self.metrics.publishers,
+            Role::Viewer => &self.metrics.viewers,
+        }
+    }
+
+    /// Handle one received datagram.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        self.metrics.bytes_in.inc_by(data.len() as u64);
+        let Ok(contents) = data.try_into() else {
+            self.metrics.garbage.inc();
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: local,
+                contents,
+            },
+        );
+        let Some(idx) = self.peers.route(source, data, &input) else {
+            self.metrics.garbage.inc();
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(idx) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(peer = peer.id, "input error: {e}");
+            self.metrics.garbage.inc();
+        }
+        self.drain(now, idx);
+    }
+
+    /// Drive peers and gates whose time has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for idx in 0..self.peers.slots() {
+            let Some(p) = self.peers.get_mut(idx) else {
+                continue;
+            };
+            if !p.connected && now.duration_since(p.created) > self.s.connect_timeout {
+                tracing::info!(peer = p.id, "connect timeout");
+                self.remove(idx, false);
+                continue;
+            }
+            if p.start_at.is_some_and(|t| t <= now) {
+                p.start_at = None;
+                let show = p.show.clone();
+                self.start_viewer(now, idx, &show);
+            }
+            let Some(p) = self.peers.get_mut(idx) else {
+                continue;
+            };
+            if p.deadline <= now {
+                let _ = p.rtc.handle_input(Input::Timeout(now));
+                self.drain(now, idx);
+            }
+        }
+        self.poll_gates(now);
+    }
+
+    /// Earliest time [`Core::handle_timeout`] has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let peers = self.peers.iter().map(|p| {
+            let d = match p.start_at {
+                Some(t) => p.deadline.min(t),
+                None => p.deadline,
+            };
+            if p.connected {
+                d
+            } else {
+                d.min(p.created + self.s.connect_timeout)
+            }
+        });
+        let gates = self
+            .shows
+            .values()
+            .filter_map(|s| s.home.as_ref().and_then(|h| h.gate.deadline()));
+        peers.chain(gates).min()
+    }
+
+    /// Poll one peer until it times out, collecting transmits and handling events.
+    fn drain(&mut self, now: Instant, idx: usize) {
+        let mut events = std::mem::take(&mut self.rtc_events);
+        let mut dead = false;
+        if let Some(p) = self.peers.get_mut(idx) {
+            loop {
+                if !p.rtc.is_alive() {
+                    dead = true;
+                    break;
+                }
+                match p.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => self.transmits.push(t),
+                    Ok(Output::Timeout(t)) => {
+                        p.deadline = t;
+                        // A remote close turns the peer dead inside poll_output and leaves a
+                        // timeout a century away: notice it now, nothing else will.
+                        dead = !p.rtc.is_alive();
+                        break;
+                    }
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        tracing::debug!(peer = p.id, "poll error: {e}");
+                        dead = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for e in events.drain(..) {
+            self.handle_rtc_event(now, idx, e);
+        }
+        self.rtc_events = events;
+        if dead {
+            self.remove(idx, false);
+        }
+    }
+
+    fn handle_rtc_event(&mut self, now: Instant, idx: usize, e: RtcEvent) {
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        match e {
+            RtcEvent::Connected => {
+                p.connected = true;
+                let (peer, show, role) = (p.id, p.show.clone(), p.role);
+                if role == Role::Viewer {
+                    p.start_at = Some(now + VIEWER_SETTLE);
+                }
+                self.events.push(Event::Connected { peer, show, role });
+            }
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                p.rtc.disconnect();
+            }
+            RtcEvent::MediaAdded(m) => {
+                // Normally already set up in `accept`; covers media added later.
+                match (p.role, m.kind) {
+                    (Role::Viewer, MediaKind::Audio) if p.audio.is_none() => {
+                        p.add_out_track(m.mid, Track::Audio)
+                    }
+                    (Role::Viewer, MediaKind::Video) if p.video.is_none() => {
+                        p.add_out_track(m.mid, Track::Video)
+                    }
+                    (Role::Publisher, MediaKind::Video) if p.video_mid.is_none() => {
+                        p.video_mid = Some(m.mid)
+                    }
+                    _ => {}
+                }
+            }
+            RtcEvent::Closed => {
+                // The remote closed (DTLS close_notify): the peer is done.
+                self.remove(idx, false);
+            }
+            RtcEvent::RtpPacket(pkt) if p.role == Role::Publisher => {
+                self.publisher_packet(now, idx, pkt);
+            }
+            RtcEvent::KeyframeRequest(_) => {
+                self.metrics.plis_from_viewers.inc();
+                let show = p.show.clone();
+                self.ask_keyframe(now, &show);
+            }
+            RtcEvent::ChannelOpen(cid, label) if label == EVENTS_LABEL => {
+                p.channel = Some(cid);
+                p.held_text = Some(Vec::new());
+                self.events.push(Event::ChannelOpen {
+                    peer: p.id,
+                    show: p.show.clone(),
+                    role: p.role,
+                });
+            }
+            RtcEvent::ChannelData(d) if Some(d.id) == p.channel => {
+                self.metrics.dc_messages_in.inc();
+                let text = String::from_utf8_lossy(&d.data).into_owned();
+                self.events.push(Event::Text {
+                    peer: p.id,
+                    show: p.show.clone(),
+                    role: p.role,
+                    text,
+                });
+            }
+            RtcEvent::MediaEgressStats(st) => {
+                let prev = p.nacks.iter_mut().find(|(m, _)| *m == st.mid);
+                let delta = match prev {
+                    Some((_, n)) => {
+                        let d = st.nacks.saturating_sub(*n);
+                        *n = st.nacks;
+                        d
+                    }
+                    None => {
+                        p.nacks.push((st.mid, st.nacks));
+                        st.nacks
+                    }
+                };
+                self.metrics.nacks.inc_by(delta);
+            }
+            RtcEvent::ChannelClose(cid) if Some(cid) == p.channel => {
+                p.channel = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Take a peer out; `graceful` flushes a close (DTLS close_notify, RTCP BYE) first.
+    fn remove(&mut self, idx: usize, graceful: bool) {
+        let Some(mut p) = self.peers.remove(idx) else {
+            return;
+        };
+        if graceful {
+            let _ = p.rtc.close();
+            while let Ok(out) = p.rtc.poll_output() {
+                match out {
+                    Output::Transmit(t) => self.transmits.push(t),
+                    Output::Timeout(_) => break,
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        p.rtc.disconnect();
+        if let Some(s) = self.shows.get_mut(&p.show) {
+            s.viewers.retain(|&i| i != idx);
+            if s.publisher == Some(idx) {
+                s.publisher = None;
+            }
+            if s.viewers.is_empty() && s.publisher.is_none() && s.home.is_none() {
+                self.shows.remove(&p.show);
+            }
+        }
+        self.peer_count.store(self.peers.len(), Ordering::Relaxed);
+        self.peer_gauge(p.role).dec();
+        self.events.push(Event::Gone {
+            peer: p.id,
+            show: p.show.clone(),
+            role: p.role,
+        });
+    }
+
+    /// Close every peer.
+    pub fn shutdown(&mut self) {
+        for idx in 0..self.peers.slots() {
+            self.remove(idx, true);
+        }
+    }
+
+    /// Peers of this shard that have connected (ICE + DTLS), for tests and diagnostics.
+    pub fn connected_peers(&self) -> impl Iterator<Item = (PeerId, Role)> + '_ {
+        self.peers
+            .iter()
+            .filter(|p| p.connected)
+            .map(|p| (p.id, p.role))
+    }
+}
+
+/// Which shard is a show's home.
+pub fn home_of(show: &str, shards: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    show.hash(&mut h);
+    (h.finish() % shards.max(1) as u64) as usize
+}
