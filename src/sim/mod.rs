@@ -95,6 +95,8 @@ pub struct Sim {
     /// does with its snapshot (`None`: never greet; broadcasts are then held).
     pub greeting: Option<Arc<str>>,
     steps: u64,
+    /// Steps in a row at the same instant: a deadline that is never served spins here.
+    stalled: u32,
     out: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
@@ -135,6 +137,7 @@ impl Sim {
             events: Vec::new(),
             greeting: Some(Arc::from("{\"type\":\"snapshot\"}")),
             steps: 0,
+            stalled: 0,
             out: Vec::new(),
         }
     }
@@ -422,6 +425,16 @@ impl Sim {
             self.now = until;
             return false;
         };
+        if t <= self.now {
+            self.stalled += 1;
+            assert!(
+                self.stalled < 10_000,
+                "no progress at {:?}: a deadline is reported but never served",
+                self.elapsed()
+            );
+        } else {
+            self.stalled = 0;
+        }
         self.now = self.now.max(t);
         let now = self.now;
         self.steps += 1;

@@ -104,6 +104,30 @@ pub struct Datagram {
     pub contents: Vec<u8>,
 }
 
+/// A datagram in the arrival queue, ordered by (arrival, send order).
+struct Queued {
+    at: Instant,
+    seq: u64,
+    d: Datagram,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Queued) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Queued) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Queued) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
 /// What the network did, for assertions and reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
@@ -127,8 +151,7 @@ pub struct Net {
     down: HashMap<SocketAddr, Bucket>,
     /// Blackholed hosts: whatever they send or should receive vanishes.
     cut: HashMap<SocketAddr, bool>,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    in_flight: HashMap<u64, Datagram>,
+    queue: BinaryHeap<Reverse<Queued>>,
     seq: u64,
     /// What happened so far.
     pub counters: Counters,
@@ -144,7 +167,6 @@ impl Net {
             down: HashMap::new(),
             cut: HashMap::new(),
             queue: BinaryHeap::new(),
-            in_flight: HashMap::new(),
             seq: 0,
             counters: Counters::default(),
         }
@@ -215,29 +237,32 @@ impl Net {
         };
         let arrive = arrive + dst.delay;
         self.seq += 1;
-        self.queue.push(Reverse((arrive, self.seq)));
-        self.in_flight.insert(self.seq, d);
+        self.queue.push(Reverse(Queued {
+            at: arrive,
+            seq: self.seq,
+            d,
+        }));
     }
 
     /// When the next datagram arrives.
     pub fn next_arrival(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse((t, _))| *t)
+        self.queue.peek().map(|Reverse(q)| q.at)
     }
 
     /// The next datagram due at or before `now`, in arrival order (ties in send order).
     pub fn pop_due(&mut self, now: Instant) -> Option<Datagram> {
-        let &Reverse((t, seq)) = self.queue.peek()?;
-        if t > now {
-            return None;
+        loop {
+            if self.queue.peek()?.0.at > now {
+                return None;
+            }
+            let d = self.queue.pop()?.0.d;
+            if self.is_cut(d.destination) {
+                self.counters.lost += 1;
+                continue;
+            }
+            self.counters.delivered += 1;
+            return Some(d);
         }
-        self.queue.pop();
-        let d = self.in_flight.remove(&seq)?;
-        if self.is_cut(d.destination) {
-            self.counters.lost += 1;
-            return self.pop_due(now);
-        }
-        self.counters.delivered += 1;
-        Some(d)
     }
 }
 

@@ -79,6 +79,10 @@ pub struct Received {
     pub sent_us: Option<u64>,
 }
 
+/// One packet to write: (kind, SSRC, payload type, sequence number, timestamp, payload,
+/// marker).
+type Write = (MediaKind, Ssrc, u8, u64, u32, Vec<u8>, bool);
+
 pub(super) struct PubState {
     pub cfg: Publish,
     pub next_frame: Instant,
@@ -134,8 +138,8 @@ pub struct Peer {
     pub keyframes_sent: Vec<Instant>,
     /// Publisher: video packets and audio packets sent.
     pub sent: (u64, u64),
-    /// Publisher: the payload hash of every packet sent, in order.
-    pub sent_hashes: Vec<u64>,
+    /// Publisher: the kind and payload hash of every packet sent, in order.
+    pub sent_hashes: Vec<(MediaKind, u64)>,
     /// The peer stopped (closed, vanished, or str0m gave up).
     pub stopped: bool,
     pub(super) rtc: Rtc,
@@ -310,7 +314,7 @@ impl Peer {
             return;
         };
         let sent_us = now.saturating_duration_since(epoch).as_micros() as u64;
-        let mut writes: Vec<(Ssrc, u8, u64, u32, Vec<u8>, bool)> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
         let fps = p.cfg.fps.max(1) as u64;
         let frame_iv = Duration::from_micros(1_000_000 / fps);
         while p.next_frame <= now {
@@ -336,7 +340,8 @@ impl Peer {
             for c in media::video_frame(p.cfg.codec, key, bytes, p.cfg.payload_size, p.frame_no) {
                 let mut payload = c.payload;
                 media::put_trailer(&mut payload, sent_us);
-                writes.push((vssrc, vpt, p.cfg.first_seq.0 + p.vseq, ts, payload, c.last));
+                let seq = p.cfg.first_seq.0 + p.vseq;
+                writes.push((MediaKind::Video, vssrc, vpt, seq, ts, payload, c.last));
                 p.vseq += 1;
                 self.sent.0 += 1;
             }
@@ -347,14 +352,15 @@ impl Peer {
             let mut payload = media::opus_packet(160, p.audio_no);
             media::put_trailer(&mut payload, sent_us);
             let ts = p.cfg.first_ts.1.wrapping_add((p.audio_no * 960) as u32);
-            writes.push((assrc, apt, p.cfg.first_seq.1 + p.aseq, ts, payload, false));
+            let seq = p.cfg.first_seq.1 + p.aseq;
+            writes.push((MediaKind::Audio, assrc, apt, seq, ts, payload, false));
             p.aseq += 1;
             p.audio_no += 1;
             self.sent.1 += 1;
             p.next_audio += Duration::from_millis(20);
         }
-        for (ssrc, pt, seq, ts, payload, marker) in writes {
-            self.sent_hashes.push(hash(&payload));
+        for (kind, ssrc, pt, seq, ts, payload, marker) in writes {
+            self.sent_hashes.push((kind, hash(&payload)));
             if let Some(tx) = self.rtc.direct_api().stream_tx(&ssrc) {
                 tx.write_rtp(
                     RtpWrite::new(pt.into(), seq.into(), ts, now, payload)
@@ -384,12 +390,18 @@ impl Peer {
     }
 }
 
-/// FNV-1a: a stable payload hash for bit-exact comparisons.
+/// A stable payload hash for bit-exact comparisons (8 bytes at a time, FxHash-style, then
+/// the length): cheap enough to run on every packet of a large scenario.
 pub fn hash(b: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &x in b {
-        h ^= x as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = 0u64;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
     }
-    h
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    (h.rotate_left(5) ^ b.len() as u64).wrapping_mul(K)
 }

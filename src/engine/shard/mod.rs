@@ -270,7 +270,8 @@ impl Core {
             let Some(p) = self.peers.get_mut(idx) else {
                 continue;
             };
-            if !p.connected && now.duration_since(p.created) > self.s.connect_timeout {
+            // `>=`: the deadline `next_deadline` reports must be work when it comes.
+            if !p.connected && now.duration_since(p.created) >= self.s.connect_timeout {
                 tracing::info!(peer = p.id, "connect timeout");
                 self.remove(idx, false);
                 continue;

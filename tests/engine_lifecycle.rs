@@ -1,0 +1,140 @@
+//! Peer life cycle on the virtual-time harness (`hawker::sim`): the settle delay between a
+//! viewer's `Connected` and its first media, the connect timeout for peers that never finish
+//! ICE + DTLS, viewers waiting before the seller, and viewers leaving by DELETE, by closing,
+//! or by vanishing from the network.
+
+use std::time::Duration;
+
+use hawker::engine::shard::VIEWER_SETTLE;
+use hawker::sim::{Config, Link, Publish, Sim};
+
+const DELAY: Duration = Duration::from_millis(15);
+const SHOW: &str = "life";
+
+fn sim(seed: u64) -> Sim {
+    Sim::new(Config {
+        shards: 2,
+        seed,
+        connect_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+}
+
+#[test]
+fn first_media_waits_for_the_settle_delay() {
+    let mut sim = sim(11);
+    let _p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(DELAY))
+        .unwrap();
+    sim.run_for(Duration::from_millis(500));
+    // Joins 0.5 s after the first keyframe: starts from the cache, at the end of its settle
+    // delay, on both shards.
+    for shard in 0..2 {
+        let v = sim
+            .view(SHOW, Some(shard), Link::with_delay(DELAY))
+            .unwrap();
+        sim.run_for(Duration::from_millis(300));
+        let connected = sim
+            .connected_event(v)
+            .expect("server saw the viewer connect");
+        let first = sim.peer(v).received.first().expect("media").at;
+        // Sent exactly when the settle delay ends, then one link delay to the viewer (the
+        // server's own link has none).
+        assert_eq!(first - connected, VIEWER_SETTLE + DELAY, "shard {shard}");
+        assert!(sim.peer(v).first_video().unwrap().keyframe);
+    }
+}
+
+#[test]
+fn peers_that_never_connect_are_dropped_at_the_connect_timeout() {
+    let mut sim = sim(12);
+    let _p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(DELAY))
+        .unwrap();
+    sim.run_for(Duration::from_millis(200));
+    let ghost = sim.view(SHOW, Some(0), Link::with_delay(DELAY)).unwrap();
+    let added = sim.now();
+    // The answer went out, then the client disappears before ICE can complete.
+    sim.vanish(ghost);
+    let fine = sim.view(SHOW, Some(0), Link::with_delay(DELAY)).unwrap();
+    sim.run_for(Duration::from_secs(4));
+    assert!(sim.gone_event(ghost).is_none(), "not before the timeout");
+    sim.run_for(Duration::from_secs(2));
+    let gone = sim
+        .gone_event(ghost)
+        .expect("dropped after the connect timeout");
+    let after = gone - added;
+    assert!(
+        after >= Duration::from_secs(5) && after <= Duration::from_millis(5100),
+        "dropped {after:?} after it was added"
+    );
+    assert!(sim.gone_event(fine).is_none(), "a connected viewer stays");
+    assert!(sim.peer(fine).received.len() > 100);
+}
+
+#[test]
+fn viewers_waiting_before_the_seller_receive_once_live() {
+    let mut sim = sim(13);
+    let early: Vec<_> = (0..4)
+        .map(|i| {
+            sim.view(SHOW, Some(i % 2), Link::with_delay(DELAY))
+                .unwrap()
+        })
+        .collect();
+    sim.run_for(Duration::from_secs(2));
+    assert!(early.iter().all(|&v| sim.peer(v).connected_at.is_some()));
+    assert!(early.iter().all(|&v| sim.peer(v).received.is_empty()));
+    let _p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(DELAY))
+        .unwrap();
+    sim.run_for(Duration::from_secs(2));
+    for &v in &early {
+        let first = sim.peer(v).first_video().expect("video once live");
+        assert!(first.keyframe, "viewer {v} starts on a keyframe");
+        assert!(sim.peer(v).audio().count() > 50, "viewer {v} gets audio");
+    }
+}
+
+#[test]
+fn leaving_viewers_are_freed() {
+    let mut sim = sim(14);
+    let _p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(DELAY))
+        .unwrap();
+    let deleted = sim.view(SHOW, Some(0), Link::with_delay(DELAY)).unwrap();
+    let closed = sim.view(SHOW, Some(1), Link::with_delay(DELAY)).unwrap();
+    let vanished = sim.view(SHOW, Some(0), Link::with_delay(DELAY)).unwrap();
+    let stays = sim.view(SHOW, Some(1), Link::with_delay(DELAY)).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.server_peers(), 5);
+
+    let t0 = sim.now();
+    assert!(sim.delete(deleted), "the server had the session");
+    assert!(!sim.delete(deleted), "a second DELETE finds nothing");
+    assert_eq!(sim.gone_event(deleted), Some(t0), "DELETE frees at once");
+
+    sim.close(closed);
+    sim.run_for(Duration::from_millis(100));
+    let gone = sim
+        .gone_event(closed)
+        .expect("a close_notify frees the viewer");
+    assert_eq!(gone - t0, DELAY, "freed when the close arrives");
+
+    sim.vanish(vanished);
+    sim.run_for(Duration::from_secs(20));
+    let gone = sim
+        .gone_event(vanished)
+        .expect("ICE consent frees a vanished viewer");
+    assert!(
+        gone - t0 > Duration::from_secs(2),
+        "not freed while consent may still come"
+    );
+
+    assert!(sim.gone_event(stays).is_none());
+    assert_eq!(sim.server_peers(), 2);
+    let last = sim.peer(stays).received.last().unwrap().at;
+    assert!(
+        sim.now() - last < Duration::from_millis(100),
+        "the remaining viewer still receives"
+    );
+}
