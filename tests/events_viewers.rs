@@ -88,7 +88,10 @@ async fn viewers_and_seller_agree_on_the_viewer_count() {
     .await
     .expect("second viewer connects");
     wait_count("second viewer", 2, || second.messages()).await;
-    wait_count("first viewer after the second joined", 2, || first.messages()).await;
+    wait_count("first viewer after the second joined", 2, || {
+        first.messages()
+    })
+    .await;
     wait_count("seller, two viewers", 2, || seller.messages()).await;
     assert!(
         !live::of_type(&first.messages(), "viewers").is_empty(),
