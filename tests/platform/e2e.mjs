@@ -337,7 +337,10 @@ async function run() {
   // 6. Webhooks, verified by both receivers.
   const want = ['show.live', 'order.created', 'show.ended'];
   for (const r of receivers) {
-    await waitFor(`${r.name} receiver to verify ${want.join(', ')}`, () => want.every((t) => r.lines.some((l) => l.verified && l.event === t)), 30_000);
+    await waitFor(`${r.name} receiver to verify ${want.join(', ')}`, () => {
+      if (want.every((t) => r.lines.some((l) => l.verified && l.event === t))) return true;
+      throw new Error(`so far: ${JSON.stringify(r.lines.map((l) => ({ delivery: l.delivery, event: l.event, verified: l.verified })))}`);
+    }, 30_000);
     const bad = r.lines.filter((l) => !l.verified);
     assert(!bad.length, `${r.name} receiver refused hawker's own webhooks: ${JSON.stringify(bad)}`);
     const created = r.lines.find((l) => l.event === 'order.created');

@@ -6,8 +6,12 @@
  * @param {number} b
  */
 export function rtpAtOrAfter(a: number, b: number): boolean;
-/** Signed distance a − b in RTP ticks, wrap-aware. */
-export function rtpDiff(a: any, b: any): number;
+/**
+ * Signed distance a − b in RTP ticks, wrap-aware.
+ * @param {number} a
+ * @param {number} b
+ */
+export function rtpDiff(a: number, b: number): number;
 /** A random RFC 4122 v4 UUID (crypto.randomUUID needs a secure context; this does not). */
 export function uuid(): string;
 /**

@@ -95,7 +95,11 @@ export function rtpAtOrAfter(a, b) {
   return (((a >>> 0) - (b >>> 0)) | 0) >= 0;
 }
 
-/** Signed distance a − b in RTP ticks, wrap-aware. */
+/**
+ * Signed distance a − b in RTP ticks, wrap-aware.
+ * @param {number} a
+ * @param {number} b
+ */
 export function rtpDiff(a, b) {
   return ((a >>> 0) - (b >>> 0)) | 0;
 }
