@@ -199,3 +199,18 @@ export async function missingShow(c) {
     throw new Error(`getShow(no-such-show): ${r.response.status} ${JSON.stringify(r.error)}`);
   }
 }
+
+/**
+ * The show in the `state=ended` listing, then gone: a product and the show deleted.
+ * @param {Client} c @param {string} id @param {string} sku
+ */
+export async function listAndDelete(c, id, sku) {
+  const list = expect('listShows', await c.GET('/api/v1/shows', { params: { query: { state: 'ended' } } }), 200);
+  if (!list.shows.some((s) => s.id === id)) throw new Error(`listShows(ended): ${JSON.stringify(list)}`);
+  const delProduct = await c.DELETE('/api/v1/shows/{show}/products/{sku}', { params: { path: { show: id, sku } } });
+  if (delProduct.response.status !== 204) throw new Error(`deleteProduct: ${delProduct.response.status}`);
+  const delShow = await c.DELETE('/api/v1/shows/{show}', { params: { path: { show: id } } });
+  if (delShow.response.status !== 204) throw new Error(`deleteShow: ${delShow.response.status}`);
+  const gone = await c.GET('/api/v1/shows/{show}', { params: { path: { show: id } } });
+  if (gone.response.status !== 404) throw new Error(`getShow after delete: ${gone.response.status}`);
+}

@@ -332,7 +332,9 @@ async function run() {
   assert(products.data && products.data.stock === 24, `stock after the order: ${JSON.stringify(products.data)}`);
   const ended = await api.endShow(c, SHOW);
   assert(ended.state === 'ended' && ended.peak_viewers >= 1, `endShow: ${JSON.stringify(ended)}`);
-  log(`generated client: order ${o.order_id} (seq ${o.seq}), show ended; ${checker.checked.length} answers matched docs/openapi.yaml`);
+  await api.listAndDelete(c, SHOW, 'mug-2');
+  const ops = new Set(checker.checked.map((w) => w.replace(/ → .*/, '')));
+  log(`generated client: order ${o.order_id} (seq ${o.seq}), show ended and deleted; ${checker.checked.length} answers from ${ops.size} operations matched docs/openapi.yaml`);
 
   // 6. Webhooks, verified by both receivers.
   const want = ['show.live', 'order.created', 'show.ended'];
