@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (and CI's, via .ci/run). Works on a fresh Debian machine that has
-# only the Rust toolchain, node >= 20 and npm: installs what the tests need when missing
-# (Debian's chromium, tests/browser's npm packages), then runs, in order:
+# only the Rust toolchain, node >= 20.19 with npm, and python3: installs what the tests need when missing
+# (Debian's chromium, tests/browser's and tests/platform's npm packages), then runs, in order:
 #   1. cargo fmt --check
 #   2. cargo clippy --all-targets -- -D warnings
 #   3. what an integrating platform touches first (tests/platform/, node + python3):
@@ -87,10 +87,11 @@ fi
 # The wrapper script prints a stray shell warning on some setups; keep only the version line.
 echo "chromium: $("$CHROMIUM_PATH" --version 2>/dev/null | tail -n1)"
 
-command -v node >/dev/null 2>&1 || die "node not found (node >= 20 is needed for the browser test)"
+command -v node >/dev/null 2>&1 || die "node not found (node >= 20.19 is needed for the browser and platform tests)"
 command -v npm >/dev/null 2>&1 || die "npm not found"
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 20 ] || die "node >= 20 needed (playwright-core), found $(node --version)"
+# 20.19: the oldest node @redocly/cli supports (playwright-core needs 18).
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+  || die "node >= 20.19 needed (@redocly/cli, playwright-core), found $(node --version)"
 echo "node:     $(node --version), npm $(npm --version 2>/dev/null)"
 
 command -v python3 >/dev/null 2>&1 || die "python3 not found (the Python webhook receiver example runs in the tests)"
