@@ -838,7 +838,12 @@ async function main() {
     await waitFor(studio, (text) => [...document.querySelectorAll('#feed .fi-question')].some((e) => e.textContent.includes(text)), q, 5000, 'question in the studio feed');
     const viewers = await studio.evaluate(() => document.getElementById('viewers').textContent);
     assert(Number(viewers) === 2, `studio shows ${viewers} viewers, expected 2`);
-    return `orders ${orderIds.join(', ')}; stock ${stock0} → ${stock0 - 2} on both viewers; studio sees 2 viewers${state.restMissing ? `; REST orders endpoint answered ${state.restMissing}` : ''}`;
+    // Both viewer pages show the studio's number (they once showed a stale count from before
+    // their own session was up).
+    for (const [label, p] of [['phone', phone], ['desktop', desk]]) {
+      await waitFor(p, () => document.getElementById('viewers-n').textContent === '2', null, 3000, `${label} viewer page shows 2 viewers`);
+    }
+    return `orders ${orderIds.join(', ')}; stock ${stock0} → ${stock0 - 2} on both viewers; studio and both viewer pages show 2 viewers${state.restMissing ? `; REST orders endpoint answered ${state.restMissing}` : ''}`;
   });
 
   await check('reconnect: viewer session dropped, buy answered once after reconnect', async () => {
