@@ -102,8 +102,8 @@ pub struct Media {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
-    /// HS256 secret. When absent, a random secret is generated once and kept in
-    /// `{data_dir}/secret`.
+    /// HS256 secret, at least 32 bytes (shorter ones are refused at start-up). When absent, a
+    /// random secret is generated once and kept in `{data_dir}/secret` (mode 0600).
     pub secret: Option<String>,
     /// Whether viewers may watch without a token.
     pub anonymous_viewers: bool,
@@ -147,7 +147,9 @@ pub struct Commerce {
     pub max_question_chars: usize,
     /// Webhook receivers: every event is POSTed to each.
     pub webhook_urls: Vec<String>,
-    /// HMAC-SHA256 key for the `X-Hawker-Signature` header; defaults to the token secret.
+    /// HMAC-SHA256 key for the `X-Hawker-Signature` header, at least 32 bytes and different
+    /// from the token secret. Default: derived from the token secret
+    /// ([`crate::auth::derive_webhook_secret`]); `hawker webhook-secret` prints it.
     pub webhook_secret: Option<String>,
 }
 
@@ -264,7 +266,9 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    /// Check values serde cannot (ranges, combinations); [`Config::load`] calls it, and so does
+    /// [`crate::server::start`] for configs built in code.
+    pub fn validate(&self) -> Result<(), Error> {
         if self.shows.default_video_codecs.is_empty() {
             return Err(Error::Invalid(
                 "shows.default_video_codecs must name at least one codec".into(),
@@ -284,6 +288,28 @@ impl Config {
             return Err(Error::Invalid(
                 "media.announce_ip is required when media.bind_ip is unspecified".into(),
             ));
+        }
+        let min = crate::auth::MIN_SECRET_BYTES;
+        if let Some(s) = &self.auth.secret {
+            if s.len() < min {
+                return Err(Error::Invalid(format!(
+                    "auth.secret is {} bytes; it must be at least {min} (e.g. `openssl rand -hex 32`)",
+                    s.len()
+                )));
+            }
+        }
+        if let Some(w) = &self.commerce.webhook_secret {
+            if w.len() < min {
+                return Err(Error::Invalid(format!(
+                    "commerce.webhook_secret is {} bytes; it must be at least {min}",
+                    w.len()
+                )));
+            }
+            if self.auth.secret.as_deref() == Some(w.as_str()) {
+                return Err(Error::Invalid(
+                    "commerce.webhook_secret must differ from auth.secret: webhook receivers must not be able to mint tokens".into(),
+                ));
+            }
         }
         if self.http.max_body_bytes < 1024 {
             return Err(Error::Invalid(
@@ -356,6 +382,23 @@ mod tests {
     fn shipped_config_parses() {
         let text = include_str!("../configs/hawker.toml");
         Config::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn short_secrets_are_rejected_naming_the_key() {
+        let err = Config::from_toml("[auth]\nsecret = \"change-me\"\n").unwrap_err();
+        assert!(err.to_string().contains("auth.secret"), "{err}");
+        let err = Config::from_toml("[auth]\nsecret = \"\"\n").unwrap_err();
+        assert!(err.to_string().contains("auth.secret"), "{err}");
+        let long = "k".repeat(32);
+        Config::from_toml(&format!("[auth]\nsecret = \"{long}\"\n")).unwrap();
+        let err = Config::from_toml("[commerce]\nwebhook_secret = \"short\"\n").unwrap_err();
+        assert!(err.to_string().contains("commerce.webhook_secret"), "{err}");
+        let err = Config::from_toml(&format!(
+            "[auth]\nsecret = \"{long}\"\n[commerce]\nwebhook_secret = \"{long}\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
     }
 
     #[test]

@@ -22,18 +22,20 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The metrics address.
     pub metrics_addr: SocketAddr,
+    /// Whether this start generated the token secret (a first start).
+    pub secret_created: bool,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Start everything; listeners bound, shards running.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
-    let keys = Keys::load_or_create(cfg.auth.secret.as_deref(), &cfg.data_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot prepare token secret in {}: {e}",
-            cfg.data_dir.display()
-        )
-    })?;
+    cfg.validate()?;
+    crate::auth::create_private_dir(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
+    let secret = crate::auth::load_secret(cfg.auth.secret.as_deref(), &cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("token secret: {e}"))?;
+    let keys = Keys::new(&secret.bytes);
     let metrics = Metrics::new();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let engine = Engine::start(&cfg, &metrics, ev_tx)?;
@@ -45,8 +47,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.metrics.listen))?;
     let http_addr = http_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
     let store = crate::commerce::Store::open_with(crate::commerce::store::Config {
         path: cfg.data_dir.join("hawker.db"),
         max_qty_per_order: cfg.commerce.max_qty_per_order,
@@ -86,7 +86,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .commerce
         .webhook_secret
         .clone()
-        .unwrap_or_else(|| keys.secret_hint());
+        .unwrap_or_else(|| keys.webhook_secret());
     let endpoints: Vec<crate::commerce::webhooks::Endpoint> = cfg
         .commerce
         .webhook_urls
@@ -146,6 +146,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         app,
         http_addr,
         metrics_addr,
+        secret_created: secret.created,
         shutdown,
         tasks,
     })

@@ -411,7 +411,7 @@ async fn starts_with_a_fresh_data_dir() {
     cfg.http.listen = "127.0.0.1:0".parse().unwrap();
     cfg.metrics.listen = "127.0.0.1:0".parse().unwrap();
     cfg.media.shards = 1;
-    cfg.auth.secret = Some("test-secret".into());
+    cfg.auth.secret = Some("test-secret-0123456789abcdef-0123456789".into());
     let res = hawker::server::start(cfg).await;
     let _ = std::fs::remove_dir_all(&dir);
     match res {

@@ -46,6 +46,13 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the key webhook receivers verify `X-Hawker-Signature` with
+    /// (`commerce.webhook_secret`, or the key derived from the token secret).
+    WebhookSecret {
+        /// TOML config; without it the embedded default is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Load-test a server with a synthetic publisher and N real WebRTC viewers.
     Loadtest(Box<loadtest::Opts>),
 }
@@ -76,6 +83,16 @@ fn main() -> anyhow::Result<()> {
             let ttl: Duration = ttl.map(Into::into).unwrap_or(cfg.auth.default_ttl);
             let sub = sub.unwrap_or_else(|| format!("{role:?}").to_lowercase());
             println!("{}", keys.issue(&sub, &show, role, ttl));
+            Ok(())
+        }
+        Cmd::WebhookSecret { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            let key = match cfg.commerce.webhook_secret.clone() {
+                Some(k) => k,
+                None => Keys::load_or_create(cfg.auth.secret.as_deref(), &cfg.data_dir)?
+                    .webhook_secret(),
+            };
+            println!("{key}");
             Ok(())
         }
         Cmd::Loadtest(opts) => loadtest::run(*opts).map(|_| ()),
