@@ -126,7 +126,9 @@ pub struct Metrics {
 pub struct Shows {
     /// Video codecs of a show created implicitly on first use, in preference order.
     pub default_video_codecs: Vec<Codec>,
-    /// Whether a show is created on first WHIP/WHEP use (otherwise it must exist via the API).
+    /// Whether an authenticated WHIP (publisher or admin token) to an unknown show creates it
+    /// (otherwise shows must be created through the REST API). WHEP never creates a show: a
+    /// viewer asking for an unknown show gets 404.
     pub create_on_first_use: bool,
     /// On a first start (empty store), create the show `demo` with three sample products so
     /// the studio and viewer pages work out of the box.

@@ -28,6 +28,7 @@ async fn viewers_waiting_before_the_seller_receive_once_live() {
     support::init_logging();
     let server = TestServer::start(2, |_| {}).await;
     let show = "lobby";
+    server.create_show(show).await;
     let token = server.token(show, Role::Publisher, "seller");
     let mut viewers = Vec::new();
     for _ in 0..4 {

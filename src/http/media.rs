@@ -102,7 +102,8 @@ pub async fn whip_post(
     )?;
     let offer = parse_offer(&headers, &body)?;
     let show = app
-        .show_for_media(&show_id)
+        .show_for_media(&show_id, true)
+        .await
         .ok_or_else(|| ApiError::NotFound(format!("no show {show_id:?}")))?;
     if let Ok(Some(stored)) = app.store.show(&show_id).await {
         if stored.state == crate::commerce::ShowState::Ended {
@@ -189,8 +190,10 @@ pub async fn whep_post(
             .sub
     };
     let offer = parse_offer(&headers, &body)?;
+    // Viewers never create shows (see `App::show_for_media`).
     let show = app
-        .show_for_media(&show_id)
+        .show_for_media(&show_id, false)
+        .await
         .ok_or_else(|| ApiError::NotFound(format!("no show {show_id:?}")))?;
     let session_id = new_session_id();
     let shard = app.engine.pick_viewer_shard();

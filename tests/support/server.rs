@@ -51,6 +51,21 @@ impl TestServer {
         app.keys.issue(sub, show, role, Duration::from_secs(600))
     }
 
+    /// Create `show` in the store, as the REST API does: viewers may connect to it before its
+    /// seller (WHEP never creates a show).
+    pub async fn create_show(&self, show: &str) {
+        let app = &self.running.as_ref().unwrap().app;
+        app.store
+            .create_show(hawker::commerce::NewShow {
+                id: Some(show.to_string()),
+                title: show.to_string(),
+                scheduled_at: None,
+                video_codecs: vec!["h264".into(), "vp8".into()],
+            })
+            .await
+            .expect("create_show");
+    }
+
     /// WHIP URL of a show.
     pub fn whip(&self, show: &str) -> String {
         format!("{}/whip/{show}", self.base)
