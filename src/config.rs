@@ -69,6 +69,13 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// Base URL printed and used in links; defaults to `http://{listen}`.
     pub public_url: Option<String>,
+    /// A connection must deliver a complete request head within this time of the server
+    /// starting to wait for one (also between keep-alive requests), or it is closed.
+    #[serde(with = "humantime_serde_compat")]
+    pub header_read_timeout: Duration,
+    /// Open connections on the public listener at most; further ones are closed at once. Keep
+    /// it below the process's file-descriptor limit minus the media sockets.
+    pub max_connections: usize,
 }
 
 /// Media plane settings.
@@ -175,6 +182,8 @@ impl Default for Http {
             listen: "127.0.0.1:8080".parse().expect("static addr"),
             max_body_bytes: 64 * 1024,
             public_url: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
         }
     }
 }
@@ -312,6 +321,16 @@ impl Config {
                     "commerce.webhook_secret must differ from auth.secret: webhook receivers must not be able to mint tokens".into(),
                 ));
             }
+        }
+        if self.http.header_read_timeout.is_zero() {
+            return Err(Error::Invalid(
+                "http.header_read_timeout must be greater than zero".into(),
+            ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(Error::Invalid(
+                "http.max_connections must be at least 1".into(),
+            ));
         }
         if self.http.max_body_bytes < 1024 {
             return Err(Error::Invalid(

@@ -1,7 +1,8 @@
 //! The token secret at start-up: a short or empty secret, configured or stored in
 //! `{data_dir}/secret`, stops the server with an error naming where it came from; a generated
 //! secret is private (0600 in a 0700 directory); the webhook key `hawker webhook-secret` prints
-//! is not the token secret and is what the server signs with.
+//! is not the token secret and is what the server signs with. Tokens are printed at start-up only
+//! on the first start.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -73,6 +74,19 @@ async fn generated_secret_is_private_and_the_webhook_key_is_separate() {
     let dir = root.join("data");
     let running = hawker::server::start(config(&dir)).await.expect("starts");
     assert!(running.secret_created, "a first start generates the secret");
+    // The first start prints working demo tokens.
+    let banner = running.banner();
+    let tokens: Vec<&str> = banner
+        .split_whitespace()
+        .filter_map(|w| w.find("eyJ").map(|i| &w[i..]))
+        .collect();
+    assert!(
+        !tokens.is_empty(),
+        "first-start banner has tokens:\n{banner}"
+    );
+    for t in &tokens {
+        running.app.keys.verify(t).expect("printed token verifies");
+    }
     running.stop().await;
     #[cfg(unix)]
     {
@@ -87,6 +101,13 @@ async fn generated_secret_is_private_and_the_webhook_key_is_separate() {
     // A second start reuses it.
     let running = hawker::server::start(config(&dir)).await.expect("starts");
     assert!(!running.secret_created);
+    // Later starts print no token (start-up output ends up in logs), only how to mint one.
+    let banner = running.banner();
+    assert!(
+        !banner.contains("eyJ"),
+        "token printed on a later start:\n{banner}"
+    );
+    assert!(banner.contains("hawker token"), "{banner}");
     running.stop().await;
     assert_eq!(std::fs::read_to_string(dir.join("secret")).unwrap(), secret);
 

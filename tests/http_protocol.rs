@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hawker::auth::Role;
 use str0m::media::{Direction, MediaKind};
@@ -103,6 +103,121 @@ async fn whip_does_not_create_shows_when_configured_off() {
     .await;
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(api_show_status(&server, "nope").await, 404);
+    let r = get_raw(&format!("{}/healthz", server.base)).await;
+    assert_eq!(r.status, 200);
+    server.stop().await;
+}
+
+/// Reads until the server closes `s` (EOF or reset), at most `within`; whether it did.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // e.g. a 408 before the close
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_trickling_connections_are_closed_and_service_continues() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| {
+        cfg.http.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let addr = server.running.as_ref().unwrap().http_addr;
+    // 200 sockets that connect and send nothing, and one that trickles a request head.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let trickler = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = trickle.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if trickle.write_all(b"X").await.is_err() {
+                break;
+            }
+        }
+        closed_by_server(&mut trickle, Duration::from_secs(5)).await
+    });
+    // Others are served while they are open.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("healthz answers while 200 idle sockets are open");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = post_raw(
+        &server.whep("demo"),
+        Some(SDP),
+        None,
+        offer(Direction::RecvOnly),
+    )
+    .await;
+    assert_eq!(
+        r.status, 201,
+        "WHEP while idle sockets are open: {}",
+        r.body
+    );
+    // The server closes every idle socket (header_read_timeout), and the trickler.
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(s, Duration::from_secs(10)).await,
+            "idle socket {i} still open"
+        );
+    }
+    assert!(trickler.await.unwrap(), "trickling socket still open");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_once() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| {
+        cfg.http.max_connections = 20;
+        cfg.http.header_read_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = server.running.as_ref().unwrap().http_addr;
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Closed well before the 2 s header timeout: refused at the cap.
+    let mut early = 0;
+    for s in held.iter_mut() {
+        if closed_by_server(s, Duration::from_millis(300)).await {
+            early += 1;
+        }
+    }
+    assert!(early >= 40, "only {early} of 60 closed at the cap of 20");
+    let refused = server
+        .metric("hawker_http_connections_refused_total", "")
+        .await;
+    assert!(refused >= 40.0, "refused counter {refused}");
+    drop(held);
+    // Once they are gone, service resumes.
+    let (v, ok) = server
+        .wait_metric(
+            "hawker_http_connections",
+            "",
+            Duration::from_secs(10),
+            |v| v == 0.0,
+        )
+        .await;
+    assert!(ok, "{v} connections still open");
     let r = get_raw(&format!("{}/healthz", server.base)).await;
     assert_eq!(r.status, 200);
     server.stop().await;

@@ -144,7 +144,8 @@ pub async fn whip_post(
                 .signalling_seconds
                 .with_label_values(&["whip"])
                 .observe(started.elapsed().as_secs_f64());
-            tracing::info!(show = %show_id, session = %session_id, "publisher joined");
+            tracing::info!(show = %show_id, session = %crate::shows::log_id(&session_id),
+                "publisher joined");
             Ok(answer_response("whip", &show_id, &session_id, answer))
         }
         Err(e) => {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod listener;
 pub mod media;
 pub mod pages;
 
@@ -97,6 +98,12 @@ async fn not_found() -> ApiError {
 }
 
 async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> impl IntoResponse {
+    // Read at scrape time: one indexed COUNT on the reader connection.
+    if let Ok(n) = app.store.outbox_pending().await {
+        app.metrics
+            .webhook_outbox_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

@@ -106,36 +106,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let running = hawker::server::start(cfg).await?;
-        let app = running.app.clone();
-        let base = app.cfg.public_url();
-        let token = app.keys.issue(
-            "seller",
-            "demo",
-            Role::Publisher,
-            Duration::from_secs(12 * 3600),
-        );
-        let admin = app
-            .keys
-            .issue("admin", "*", Role::Admin, Duration::from_secs(12 * 3600));
-        let shards: Vec<String> = app
-            .engine
-            .shards()
-            .iter()
-            .map(|h| h.addr.to_string())
-            .collect();
-        println!("hawker is running");
-        println!();
-        println!("  seller studio: {base}/studio/demo#token={token}");
-        println!("  viewer page:   {base}/watch/demo");
-        println!("  all shows:     {base}/");
-        println!();
-        println!("  WHIP:       {base}/whip/demo   (Authorization: Bearer <publisher token>)");
-        println!("  WHEP:       {base}/whep/demo");
-        println!("  REST API:   {base}/api/v1      (Authorization: Bearer <admin token>)");
-        println!("  metrics:    http://{}/metrics", running.metrics_addr);
-        println!("  media UDP (one socket per shard): {}", shards.join(", "));
-        println!("  publisher token for show \"demo\" (12h):\n    {token}");
-        println!("  admin token (12h):\n    {admin}");
+        print!("{}", running.banner());
         hawker::server::signal().await;
         tracing::info!("shutting down");
         running.stop().await;
