@@ -222,3 +222,49 @@ async fn connections_over_the_cap_are_closed_at_once() {
     assert_eq!(r.status, 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_and_405_say_what_is_allowed() {
+    support::init_logging();
+    let server = TestServer::start(1, |_| {}).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for kind in ["whip", "whep"] {
+        let url = format!("{}/{kind}/demo", server.base);
+        let r = client
+            .request(reqwest::Method::OPTIONS, &url)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "OPTIONS {kind}: {}", r.status());
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(h("accept-post"), "application/sdp", "OPTIONS {kind}");
+        assert!(
+            h("allow").contains("POST"),
+            "OPTIONS {kind} Allow: {:?}",
+            h("allow")
+        );
+        // A method the endpoint does not take: 405 with Allow.
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405, "GET {kind}");
+        let allow = r
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(allow.contains("POST"), "GET {kind}: Allow {allow:?}");
+        let r = client.put(format!("{url}/deadbeef")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405, "PUT {kind} session");
+        assert!(
+            r.headers().get("allow").is_some(),
+            "PUT {kind} session: no Allow"
+        );
+    }
+    server.stop().await;
+}

@@ -258,3 +258,14 @@ pub async fn session_patch() -> Response {
         .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
     r
 }
+
+/// `OPTIONS /whip/{show}` and `/whep/{show}` without CORS preflight headers: what the endpoint
+/// takes (RFC 9725 §4.1: `Accept-Post: application/sdp`). Preflights are answered by the CORS
+/// layer before they get here.
+pub async fn endpoint_options() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
+    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    r
+}
