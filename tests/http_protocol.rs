@@ -220,6 +220,19 @@ async fn connections_over_the_cap_are_closed_at_once() {
     assert!(ok, "{v} connections still open");
     let r = get_raw(&format!("{}/healthz", server.base)).await;
     assert_eq!(r.status, 200);
+    // Operators can tell which build runs and how deep the webhook outbox is.
+    let text = server.metrics_text().await;
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        support::server::sum_metric(&text, "hawker_build_info", &[&version]),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hawker_webhook_outbox_pending ")),
+        "no outbox gauge"
+    );
     server.stop().await;
 }
 
