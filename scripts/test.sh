@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # The project's test command (and CI's, via .ci/run). Works on a fresh Debian machine that has
-# only the Rust toolchain, node >= 20 and npm: installs what the tests need when missing
-# (Debian's chromium, tests/browser's npm packages), then runs, in order:
+# only the Rust toolchain, node >= 20.19 with npm, and python3: installs what the tests need when missing
+# (Debian's chromium, tests/browser's and tests/platform's npm packages), then runs, in order:
 #   1. cargo fmt --check
 #   2. cargo clippy --all-targets -- -D warnings
-#   3. cargo test --release            (everything except the browser test)
-#   4. the real-browser WHIP/WHEP test (tests/browser.rs -> tests/browser/whip_whep.mjs)
+#   3. what an integrating platform touches first (tests/platform/, node + python3):
+#      OpenAPI lint (redocly, recommended-strict), the client generated from the document
+#      (openapi-typescript) type-checked, the SDK package (declarations current, npm pack,
+#      installed into a third-party site, examples/viewer type-checked)
+#   4. cargo test --release            (everything except the browser tests)
+#   5. platform end-to-end: the generated client, examples/viewer and the example webhook
+#      receivers (Node and Python) against target/release/hawker
+#   6. the real-browser WHIP/WHEP and shop tests (tests/browser*.rs -> tests/browser/*.mjs)
 # Safe to run again: installed things are detected and skipped. Exits non-zero on the first
-# failing step. Browser-test artifacts (SDP, getStats dumps, server log): tests/browser/out/.
+# failing step. Browser-test artifacts (SDP, getStats dumps, server log): tests/browser/out/,
+# tests/platform/out/.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 BROWSER_DIR="$ROOT/tests/browser"
+PLATFORM_DIR="$ROOT/tests/platform"
 CHROMIUM_PATH=${CHROMIUM_PATH:-/usr/bin/chromium}
 export CHROMIUM_PATH
+# Everything the browser tests need is installed below: build.rs must not mark them ignored
+# (it does when they are missing at build time), whatever an earlier build script run saw.
+export HAWKER_BROWSER_TESTS=required
 START=$SECONDS
 STEP_START=$SECONDS
 STEP_NAME=
@@ -79,26 +90,33 @@ fi
 # The wrapper script prints a stray shell warning on some setups; keep only the version line.
 echo "chromium: $("$CHROMIUM_PATH" --version 2>/dev/null | tail -n1)"
 
-command -v node >/dev/null 2>&1 || die "node not found (node >= 20 is needed for the browser test)"
+command -v node >/dev/null 2>&1 || die "node not found (node >= 20.19 is needed for the browser and platform tests)"
 command -v npm >/dev/null 2>&1 || die "npm not found"
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 20 ] || die "node >= 20 needed (playwright-core), found $(node --version)"
+# 20.19: the oldest node @redocly/cli supports (playwright-core needs 18).
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+  || die "node >= 20.19 needed (@redocly/cli, playwright-core), found $(node --version)"
 echo "node:     $(node --version), npm $(npm --version 2>/dev/null)"
 
+command -v python3 >/dev/null 2>&1 || die "python3 not found (the Python webhook receiver example runs in the tests)"
+echo "python:   $(python3 --version 2>&1)"
+
 # npm packages: install when node_modules does not match package-lock.json.
-if (cd "$BROWSER_DIR" && node -e '
-  const lock = require("./package-lock.json").packages;
-  for (const [p, v] of Object.entries(lock)) {
-    if (!p) continue;
-    let have;
-    try { have = require("./" + p + "/package.json").version; } catch { process.exit(1); }
-    if (have !== v.version) process.exit(1);
-  }' 2>/dev/null); then
-  echo "npm:      tests/browser/node_modules up to date"
-else
-  echo "npm:      installing tests/browser packages (npm ci)"
-  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund)
-fi
+for dir in "$BROWSER_DIR" "$PLATFORM_DIR"; do
+  rel=${dir#"$ROOT/"}
+  if (cd "$dir" && node -e '
+    const lock = require("./package-lock.json").packages;
+    for (const [p, v] of Object.entries(lock)) {
+      if (!p) continue;
+      let have;
+      try { have = require("./" + p + "/package.json").version; } catch { process.exit(1); }
+      if (have !== v.version) process.exit(1);
+    }' 2>/dev/null); then
+    echo "npm:      $rel/node_modules up to date"
+  else
+    echo "npm:      installing $rel packages (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  fi
+done
 
 # ---------------------------------------------------------------------------------------------
 step "cargo fmt --check"
@@ -109,8 +127,27 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
 # ---------------------------------------------------------------------------------------------
+step "OpenAPI lint: redocly lint (redocly.yaml: recommended-strict + example checks)"
+"$PLATFORM_DIR/node_modules/.bin/redocly" lint --config redocly.yaml
+
+# ---------------------------------------------------------------------------------------------
+step "OpenAPI client: openapi-typescript types, tsc over the generated-client code"
+"$PLATFORM_DIR/node_modules/.bin/openapi-typescript" --redocly redocly.yaml
+"$PLATFORM_DIR/node_modules/.bin/tsc" -p tests/platform/tsconfig.json
+
+# ---------------------------------------------------------------------------------------------
+step "SDK package: declarations current, npm pack, install, tsc --noEmit over examples/viewer"
+SITE_DIR="$PLATFORM_DIR/out/site"
+tests/platform/sdk_package.sh "$SITE_DIR"
+
+# ---------------------------------------------------------------------------------------------
 step "cargo test --release (all but the browser tests)"
 cargo test --release --locked -- --skip browser_whip_whep_e2e --skip browser_frame_sync_and_shop
+
+# ---------------------------------------------------------------------------------------------
+step "platform e2e: generated client + examples/viewer + webhook receivers vs target/release/hawker"
+cargo build --release --locked --bin hawker
+node tests/platform/e2e.mjs --hawker "${CARGO_TARGET_DIR:-target}/release/hawker" --site "$SITE_DIR" --out "$PLATFORM_DIR/out"
 
 # ---------------------------------------------------------------------------------------------
 step "browser test: cargo test --release --test browser (headless Chromium, WHIP/WHEP)"

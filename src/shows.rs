@@ -28,6 +28,8 @@ pub struct Show {
     pub peak_viewers: AtomicUsize,
     /// The peak last written to the store.
     pub recorded_peak: AtomicUsize,
+    /// The viewer count last broadcast to the show's viewers.
+    pub announced_viewers: AtomicUsize,
 }
 
 impl Show {
@@ -42,6 +44,7 @@ impl Show {
             viewers: AtomicUsize::new(0),
             peak_viewers: AtomicUsize::new(0),
             recorded_peak: AtomicUsize::new(0),
+            announced_viewers: AtomicUsize::new(0),
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Needs `node` (>= 20), Chromium (`/usr/bin/chromium`, or `CHROMIUM_PATH`) and
 //! `tests/browser/node_modules` (`npm ci --prefix tests/browser`); `scripts/test.sh` installs
-//! all of them. When any is missing the test is skipped with a message on stderr — unless
-//! `CI` is set, where a missing dependency is a failure.
+//! all of them. When any is missing at build time, `build.rs` marks the test ignored (cargo's
+//! summary lists it as "ignored, needs …"; a run with `--include-ignored` skips it with a
+//! message on stderr), unless `CI` is set, where a missing dependency is a failure.
 //!
 //! Run just this test, with the script's progress shown live:
 //! `cargo test --release --test browser -- --nocapture`.
@@ -12,6 +13,10 @@
 mod browser_runner;
 
 #[test]
+#[cfg_attr(
+    hawker_browser_deps_missing,
+    ignore = "needs node >= 20, Chromium and tests/browser/node_modules: run scripts/test.sh"
+)]
 fn browser_whip_whep_e2e() {
     browser_runner::run(
         "browser_whip_whep_e2e",

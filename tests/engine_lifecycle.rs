@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use hawker::engine::shard::VIEWER_SETTLE;
 use hawker::sim::{Config, Link, Publish, Sim};
 
 const DELAY: Duration = Duration::from_millis(15);
 const SHOW: &str = "life";
+/// The settle delay the engine documents (`engine::shard::VIEWER_SETTLE`).
+const SETTLE: Duration = Duration::from_millis(40);
 
 fn sim(seed: u64) -> Sim {
     Sim::new(Config {
@@ -38,9 +39,9 @@ fn first_media_waits_for_the_settle_delay() {
             .connected_event(v)
             .expect("server saw the viewer connect");
         let first = sim.peer(v).received.first().expect("media").at;
-        // Sent exactly when the settle delay ends, then one link delay to the viewer (the
-        // server's own link has none).
-        assert_eq!(first - connected, VIEWER_SETTLE + DELAY, "shard {shard}");
+        // Sent exactly when the 40 ms settle delay ends, then one link delay to the viewer
+        // (the server's own link has none).
+        assert_eq!(first - connected, SETTLE + DELAY, "shard {shard}");
         assert!(sim.peer(v).first_video().unwrap().keyframe);
     }
 }

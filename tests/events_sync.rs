@@ -26,7 +26,8 @@
 //!     which at that instant is exactly `ts(k)`.
 //!
 //! The API path is exercised in-process through `hawker::live::seller_action(.., Origin::Api)`
-//! and, when the server has it, through `POST /api/v1/shows/{show}/events` as well.
+//! and through `POST /api/v1/shows/{show}/events`, which must answer 200 (no fallback when it
+//! is missing).
 
 #[path = "support/live.rs"]
 mod live;
@@ -492,7 +493,7 @@ async fn highlight_reaches_200_viewers_with_the_same_frame_exact_rtp_ts() {
         "API highlight is stamped with the newest frame, {k}"
     );
 
-    // Round 3: the REST endpoint, when this server has it.
+    // Round 3: the REST endpoint (it must exist and answer 200).
     let admin = server.token(show, Role::Admin, "admin");
     let k = quiet_gap(&app, show, &camera, &seller, &viewers, k + 10, false).await;
     let acted = Instant::now();
@@ -506,21 +507,20 @@ async fn highlight_reaches_200_viewers_with_the_same_frame_exact_rtp_ts() {
         .unwrap();
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
-    if status == 404 && body.contains("no such endpoint") {
-        eprintln!("REST: POST /api/v1/shows/{{show}}/events is not there yet; covered by round 2");
-    } else {
-        assert_eq!(status, 200, "REST highlight: {body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let (events, all_had_it) = collect(&viewers, v["highlight_id"].as_str(), "vase-3").await;
-        let (before, after, ts3) =
-            check_round("REST API", k, acted, &v, &viewers, &events, all_had_it).await;
-        assert_eq!(v["basis"], "latest", "{v}");
-        // The HTTP round trip may outlast the gap: frame k, or k+1 if it was sent meanwhile.
-        assert!(
-            ts3 == before || ts3 == after,
-            "REST stamped {ts3}, frames {before}/{after}"
-        );
-    }
+    assert_eq!(
+        status, 200,
+        "POST /api/v1/shows/{show}/events (highlight): {body}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let (events, all_had_it) = collect(&viewers, v["highlight_id"].as_str(), "vase-3").await;
+    let (before, after, ts3) =
+        check_round("REST API", k, acted, &v, &viewers, &events, all_had_it).await;
+    assert_eq!(v["basis"], "latest", "{v}");
+    // The HTTP round trip may outlast the gap: frame k, or k+1 if it was sent meanwhile.
+    assert!(
+        ts3 == before || ts3 == after,
+        "REST stamped {ts3}, frames {before}/{after}"
+    );
 
     stop.store(true, Ordering::SeqCst);
     let _ = pump_task.await;

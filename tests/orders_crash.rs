@@ -7,18 +7,21 @@
 //!   `?viewer=`) buy qty 1–3 every 5 ms each over the `events` channel (~10k buys/s).
 //! * Once 1000 orders were confirmed to viewers, the server gets SIGKILL (`Child::kill`), with
 //!   buys still in flight.
+//!   The child must have died of signal 9 (not of a crash of its own before the kill).
 //! * Every order a viewer saw `confirmed` must be durable: after the restart it is listed by
-//!   `GET /api/v1/shows/{show}/orders` (when the server has that endpoint) and, after the
-//!   restarted server is killed too, it is in the SQLite store (opened with `Store::open`), with
-//!   the same viewer, request id and qty; the stock equals the initial stock minus the confirmed
-//!   quantity in the store; a viewer connecting after the restart gets that stock in its
-//!   snapshot; and retrying a confirmed request id after the restart returns the same order id.
+//!   `GET /api/v1/shows/{show}/orders` (which must answer 200) and, after the restarted server
+//!   is killed too, it is in the SQLite store (opened with `Store::open`), with the same
+//!   viewer, request id and qty; no (viewer, request id) has more than one stored order, for
+//!   any viewer; the stock equals the initial stock minus the confirmed quantity in the store;
+//!   a viewer connecting after the restart gets that stock in its snapshot; and retrying a
+//!   confirmed request id after the restart returns the same order id.
 
 #[path = "support/live.rs"]
 mod live;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,8 +127,8 @@ async fn serve(dir: &Path, run: usize) -> (Proc, PathBuf) {
     (proc, config)
 }
 
-/// Every confirmed order via the REST API, or `None` when the server has no such endpoint.
-async fn api_orders(base: &str, admin: &str) -> Option<Vec<Value>> {
+/// Every confirmed order via the REST API (`GET /api/v1/shows/{show}/orders`, paged).
+async fn api_orders(base: &str, admin: &str) -> Vec<Value> {
     let client = reqwest::Client::new();
     let mut out = Vec::new();
     let mut cursor = 0i64;
@@ -140,14 +143,11 @@ async fn api_orders(base: &str, admin: &str) -> Option<Vec<Value>> {
             .unwrap();
         let status = r.status().as_u16();
         let body = r.text().await.unwrap();
-        if status == 404 && body.contains("no such endpoint") {
-            return None;
-        }
-        assert_eq!(status, 200, "GET orders: {body}");
+        assert_eq!(status, 200, "GET /api/v1/shows/{SHOW}/orders: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         let page = v["orders"].as_array().expect("orders array").clone();
         if page.is_empty() {
-            return Some(out);
+            return out;
         }
         cursor = v["next_cursor"].as_i64().expect("next_cursor");
         out.extend(page);
@@ -255,6 +255,12 @@ async fn confirmed_orders_survive_sigkill() {
     proc1.child.kill().unwrap();
     let killed_at = storm_start.elapsed();
     let status = proc1.child.wait().unwrap();
+    // The server died of the SIGKILL itself, not of something the storm did to it first.
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "hawker serve should have died of signal 9, got {status}"
+    );
     stop.store(true, Ordering::SeqCst);
     let mut sent_each = Vec::new();
     for t in tasks {
@@ -320,30 +326,24 @@ async fn confirmed_orders_survive_sigkill() {
     let (proc2, config) = serve(&dir, 2).await;
     let admin = token(&config, "admin", "admin");
     let via_api = api_orders(&proc2.base, &admin).await;
-    match &via_api {
-        Some(orders) => {
-            let listed: HashMap<&str, &Value> = orders
-                .iter()
-                .map(|o| (o["order_id"].as_str().unwrap(), o))
-                .collect();
-            for (id, (viewer, rid, qty)) in &confirmed {
-                let o = listed
-                    .get(id.as_str())
-                    .unwrap_or_else(|| panic!("confirmed order {id} ({viewer} {rid}) lost"));
-                assert_eq!(o["viewer"], viewer.as_str());
-                assert_eq!(o["request_id"], rid.as_str());
-                assert_eq!(o["qty"].as_u64(), Some(*qty));
-            }
-            eprintln!(
-                "REST after restart: {} orders listed, all {} confirmed ones among them",
-                orders.len(),
-                confirmed.len()
-            );
-        }
-        None => eprintln!(
-            "REST: GET /api/v1/shows/{{show}}/orders is not there yet; checking the store file"
-        ),
+    let listed: HashMap<&str, &Value> = via_api
+        .iter()
+        .map(|o| (o["order_id"].as_str().unwrap(), o))
+        .collect();
+    assert_eq!(listed.len(), via_api.len(), "the API lists an order twice");
+    for (id, (viewer, rid, qty)) in &confirmed {
+        let o = listed
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("confirmed order {id} ({viewer} {rid}) lost"));
+        assert_eq!(o["viewer"], viewer.as_str());
+        assert_eq!(o["request_id"], rid.as_str());
+        assert_eq!(o["qty"].as_u64(), Some(*qty));
     }
+    eprintln!(
+        "REST after restart: {} orders listed, all {} confirmed ones among them",
+        via_api.len(),
+        confirmed.len()
+    );
     // A new viewer's snapshot shows the durable stock; confirmed retries get the same order id.
     let v0 = Viewer::connect(
         &format!("{}/whep/{SHOW}?viewer=c0", proc2.base),
@@ -437,6 +437,24 @@ async fn confirmed_orders_survive_sigkill() {
         "{} confirmed orders lost: {lost:?}",
         lost.len()
     );
+    // Idempotency, for every viewer: no (viewer, request id) has two stored orders.
+    let mut per_request: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for o in &stored {
+        per_request
+            .entry((o.viewer.as_str(), o.request_id.as_str()))
+            .or_default()
+            .push(o.order_id.as_str());
+    }
+    let twice: Vec<String> = per_request
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|((viewer, rid), ids)| format!("{viewer} {rid}: {ids:?}"))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} (viewer, request id) pairs stored more than once: {twice:?}",
+        twice.len()
+    );
     // Each of c0's request ids has exactly one order: the one its retry was answered with.
     for (rid, id) in &c0_retried {
         let mine: Vec<&hawker::commerce::Order> = stored
@@ -477,13 +495,11 @@ async fn confirmed_orders_survive_sigkill() {
         stock,
         "the snapshot after the restart showed the durable stock"
     );
-    if let Some(orders) = via_api {
-        assert_eq!(
-            orders.len(),
-            stored.len() - placed_after_restart.len(),
-            "the API listed every order stored before the restart"
-        );
-    }
+    assert_eq!(
+        via_api.len(),
+        stored.len() - placed_after_restart.len(),
+        "the API listed every order stored before the restart"
+    );
     assert!(stored_qty >= confirmed_qty as i64);
     store.close();
 

@@ -8,7 +8,10 @@
 //!   order and no stock change.
 //! * `rate_limit_and_max_qty`: with `commerce.buys_per_minute = 3` a viewer's 4th and 5th buy
 //!   within the minute are `rate_limited` (not recorded), another viewer is not limited; qty 11
-//!   with the default max 10 is `invalid`, qty 10 is confirmed.
+//!   with the default max 10 is `invalid` and costs no token: three valid buys after it (qty 10
+//!   among them) are confirmed and only the fourth is `rate_limited`.
+//!
+//! In every test no (viewer, request id) has more than one stored order.
 
 #[path = "support/live.rs"]
 mod live;
@@ -49,6 +52,25 @@ fn answers(v: &Viewer) -> HashMap<String, Value> {
         );
     }
     out
+}
+
+/// Idempotency across the whole store, for every viewer: no (viewer, request id) has two
+/// stored orders.
+fn assert_each_request_stored_once(stored: &[hawker::commerce::Order]) {
+    let mut seen: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut twice = Vec::new();
+    for o in stored {
+        if let Some(first) = seen.insert((&o.viewer, &o.request_id), &o.order_id) {
+            twice.push(format!(
+                "{} {}: {first} and {}",
+                o.viewer, o.request_id, o.order_id
+            ));
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "(viewer, request id) stored more than once: {twice:?}"
+    );
 }
 
 async fn live_show(server: &TestServer, show: &str, stock: i64) {
@@ -174,6 +196,7 @@ async fn storm_sells_exactly_the_stock() {
     assert_eq!(stored.len(), STOCK as usize);
     let stored_ids: HashSet<String> = stored.iter().map(|o| o.order_id.clone()).collect();
     assert_eq!(stored_ids, order_ids, "confirmed answers = stored orders");
+    assert_each_request_stored_once(&stored);
     for o in &stored {
         let i: usize = o.viewer.strip_prefix("anon-v").unwrap().parse().unwrap();
         let a = &first[&(i, o.request_id.clone())];
@@ -239,6 +262,7 @@ async fn storm_sells_exactly_the_stock() {
     );
     let (stored2, _) = app.store.orders_after(show, 0, 1000).await.unwrap();
     assert_eq!(stored2.len(), STOCK as usize, "retries created no order");
+    assert_each_request_stored_once(&stored2);
     assert_eq!(app.store.stock(show, "hot-1"), Some(0));
 
     for v in viewers.iter() {
@@ -340,7 +364,8 @@ async fn rate_limit_and_max_qty() {
         (Some("order"), Some("confirmed"))
     );
 
-    // Viewer 2: qty 11 is invalid (max 10) and costs no token; qty 10 is fine.
+    // Viewer 2: qty 11 is invalid (max 10) and costs no token: after it, the viewer still has
+    // its whole bucket of 3 (qty 10 among them is fine), and only the 4th valid buy is limited.
     vs[2].send_text(&buy("c0", 11)).await.unwrap();
     let r = reply_to(&vs[2], "c0").await;
     assert_eq!(
@@ -349,17 +374,26 @@ async fn rate_limit_and_max_qty() {
         "{r}"
     );
     assert!(r["message"].as_str().unwrap().contains("10"), "{r}");
-    vs[2].send_text(&buy("c1", 10)).await.unwrap();
-    let r = reply_to(&vs[2], "c1").await;
-    assert_eq!(r["status"], "confirmed", "{r}");
-    assert_eq!(r["qty"], 10);
+    for (rid, qty) in [("c1", 10), ("c2", 1), ("c3", 1)] {
+        vs[2].send_text(&buy(rid, qty)).await.unwrap();
+        let r = reply_to(&vs[2], rid).await;
+        assert_eq!(
+            r["status"], "confirmed",
+            "{rid}: a valid buy after the invalid one: {r}"
+        );
+        assert_eq!(r["qty"], qty);
+    }
+    vs[2].send_text(&buy("c4", 1)).await.unwrap();
+    let r = reply_to(&vs[2], "c4").await;
+    assert_eq!(r["code"], "rate_limited", "the bucket holds 3: {r}");
 
-    // Only the confirmed buys are recorded: 3 + 1 + 10 units.
+    // Only the confirmed buys are recorded: 3 + 1 + 12 units.
     let (stored, _) = app.store.orders_after(show, 0, 100).await.unwrap();
+    assert_each_request_stored_once(&stored);
     let mut rids: Vec<&str> = stored.iter().map(|o| o.request_id.as_str()).collect();
     rids.sort();
-    assert_eq!(rids, ["a0", "a1", "a2", "b0", "c1"]);
-    assert_eq!(app.store.stock(show, "hot-1"), Some(STOCK - 14));
+    assert_eq!(rids, ["a0", "a1", "a2", "b0", "c1", "c2", "c3"]);
+    assert_eq!(app.store.stock(show, "hot-1"), Some(STOCK - 16));
 
     for v in &vs {
         v.close().await.unwrap();
@@ -418,6 +452,9 @@ async fn resent_request_gets_its_first_answer_even_when_rate_limited() {
     assert_eq!(ask("x3").await["code"], "rate_limited");
     // The answer to x1 was "lost"; the viewer resends it.
     let again = ask("x1").await;
+    let (stored, _) = server.app().store.orders_after(show, 0, 100).await.unwrap();
+    assert_each_request_stored_once(&stored);
+    assert_eq!(stored.len(), 2, "x1 and x2 only: {stored:?}");
     v.close().await.unwrap();
     server.stop().await;
     assert_eq!(

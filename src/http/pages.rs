@@ -1,5 +1,6 @@
 //! Pages and the JavaScript SDK, embedded in the binary: `/`, `/studio/{show}`,
-//! `/watch/{show}`, `/sdk/hawker.js`, `/assets/*`, plus two small public JSON documents the
+//! `/watch/{show}`, `/sdk/hawker.js` (the file the `@hawker/sdk` npm package ships, with its
+//! declarations at `/sdk/hawker.d.ts`), `/assets/*`, plus two small public JSON documents the
 //! pages read before a WebRTC session exists:
 //!
 //! * `GET /shows.json`: shows that are live or scheduled (the index page);
@@ -41,6 +42,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
+const TS: &str = "application/typescript; charset=utf-8";
 
 /// Files under `/assets/` (and the SDK), by name.
 const ASSETS: &[(&str, Asset)] = &[
@@ -99,6 +101,11 @@ const SDK: Asset = Asset {
     body: include_bytes!("../../web/sdk/hawker.js"),
     content_type: JS,
 };
+const SDK_TYPES: Asset = Asset {
+    path: "sdk/hawker.d.ts",
+    body: include_bytes!("../../web/sdk/hawker.d.ts"),
+    content_type: TS,
+};
 const INDEX_HTML: Asset = Asset {
     path: "index.html",
     body: include_bytes!("../../web/index.html"),
@@ -134,6 +141,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/studio/{show}", get(studio))
         .route("/watch/{show}", get(watch))
         .route("/sdk/hawker.js", get(sdk))
+        .route("/sdk/hawker.d.ts", get(sdk_types))
         .route("/assets/{file}", get(asset))
         .route("/favicon.ico", get(favicon))
         .route("/shows.json", get(shows_json))
@@ -221,7 +229,17 @@ async fn watch(Path(show): Path<String>, headers: HeaderMap) -> Response {
 }
 
 async fn sdk(headers: HeaderMap) -> Response {
-    serve(&SDK, &headers, StatusCode::OK)
+    let mut r = serve(&SDK, &headers, StatusCode::OK);
+    // Deno and some bundlers look here for the types of a module loaded by URL.
+    r.headers_mut().insert(
+        "x-typescript-types",
+        HeaderValue::from_static("/sdk/hawker.d.ts"),
+    );
+    r
+}
+
+async fn sdk_types(headers: HeaderMap) -> Response {
+    serve(&SDK_TYPES, &headers, StatusCode::OK)
 }
 
 fn find(name: &str) -> Option<&'static Asset> {
@@ -383,5 +401,8 @@ mod tests {
             assert!(!a.body.is_empty(), "{name}");
         }
         assert!(std::str::from_utf8(SDK.body).unwrap().contains("export"));
+        assert!(std::str::from_utf8(SDK_TYPES.body)
+            .unwrap()
+            .contains("export function watch("));
     }
 }

@@ -504,8 +504,8 @@ pub async fn stock_feed(app: Arc<App>) {
     }
 }
 
-/// Once a second: `sold` social proof per show (only for skus that sold), and the viewer count
-/// to each seller.
+/// Once a second: `sold` social proof per show (only for skus that sold), the viewer count to
+/// each seller, and to the show's viewers when it changed.
 pub async fn ticker(app: Arc<App>) {
     let mut iv = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -549,13 +549,19 @@ pub async fn ticker(app: Arc<App>) {
                 // The write is queued by the call; its answer is not needed.
                 drop(app.store.record_viewers(&sh.id, peak));
             }
+            let n = sh.viewers.load(std::sync::atomic::Ordering::Relaxed);
+            let text = json!({"type": "viewers", "count": n}).to_string();
+            // Viewers get the count when it changed, so every page shows the number the
+            // studio shows without a message per viewer per second when nothing moves.
+            if sh
+                .announced_viewers
+                .swap(n, std::sync::atomic::Ordering::Relaxed)
+                != n
+            {
+                broadcast(&app, &sh.id, "viewers", text.clone(), now);
+            }
             if sh.publisher.lock().is_some() {
-                let n = sh.viewers.load(std::sync::atomic::Ordering::Relaxed);
-                to_seller(
-                    &app,
-                    &sh.id,
-                    json!({"type": "viewers", "count": n}).to_string(),
-                );
+                to_seller(&app, &sh.id, text);
             }
         }
     }

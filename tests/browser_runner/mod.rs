@@ -3,10 +3,11 @@
 //!
 //! Needs `node` (>= 20), Chromium (`/usr/bin/chromium`, or `CHROMIUM_PATH`) and
 //! `tests/browser/node_modules` (`npm ci --prefix tests/browser`); `scripts/test.sh` installs
-//! them. When any is missing the test is skipped with a message on stderr, unless `CI` is set,
-//! where a missing dependency is a failure.
+//! them. When any is missing at build time (and `CI` is not set), `build.rs` marks the browser
+//! tests ignored, which cargo reports as "ignored, needs …". A test that runs anyway (CI, or
+//! `--include-ignored`) fails on a missing dependency: it never passes without a browser.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -64,9 +65,9 @@ pub fn run(test: &str, script: &str, hawker: &str, artifacts: &str) {
         if in_ci() {
             panic!("CI is set and {msg}");
         }
-        // Straight to the terminal, past the test harness's output capture.
-        let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {msg}");
-        return;
+        // Not marked ignored by build.rs (deps vanished since the build), or run with
+        // --include-ignored: a browser test never passes without its browser.
+        panic!("{msg} (the test is marked ignored when they are missing at build time)");
     }
     let mut child = Command::new("node")
         .arg(dir.join(script))

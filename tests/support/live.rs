@@ -131,8 +131,15 @@ pub async fn wait_show_state(
     }
 }
 
+/// Most connect retries one [`connect_viewers`] call tolerates, over all its viewers. A retry
+/// hides a failed set-up; a few are the price of a loaded machine, more are a regression.
+pub const MAX_CONNECT_RETRIES: usize = 2;
+
 /// Connects `n` viewers to `url`, at most `parallel` set-ups at a time; `url_of(i)` may add a
 /// query (e.g. `?viewer=v7`). Returns them in index order.
+///
+/// A viewer whose set-up fails is retried once; every retry is printed with its error, and
+/// more than [`MAX_CONNECT_RETRIES`] retries in one call fail it.
 pub async fn connect_viewers(
     n: usize,
     parallel: usize,
@@ -140,16 +147,24 @@ pub async fn connect_viewers(
     opts: ViewerOpts,
 ) -> anyhow::Result<Vec<Viewer>> {
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
         let url = url_of(i);
         let opts = opts.clone();
         let sem = sem.clone();
+        let retries = retries.clone();
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.unwrap();
             let mut last = None;
-            // One retry: under load a DTLS/SCTP set-up occasionally exceeds its timeout.
-            for _ in 0..2 {
+            for attempt in 0..2 {
+                if attempt > 0 {
+                    retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!(
+                        "connect_viewers: viewer {i} retries after: {:#}",
+                        last.as_ref().unwrap()
+                    );
+                }
                 match Viewer::connect(&url, None, opts.clone()).await {
                     Ok(v) => return (i, Ok(v)),
                     Err(e) => last = Some(e),
@@ -163,6 +178,11 @@ pub async fn connect_viewers(
         let (i, v) = r.expect("connect task");
         out[i] = Some(v.with_context(|| format!("viewer {i} connects"))?);
     }
+    let retries = retries.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(
+        retries <= MAX_CONNECT_RETRIES,
+        "{retries} of {n} viewer set-ups needed a retry (at most {MAX_CONNECT_RETRIES} allowed)"
+    );
     Ok(out.into_iter().map(Option::unwrap).collect())
 }
 

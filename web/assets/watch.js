@@ -225,14 +225,21 @@ ui.unmute.addEventListener('click', () => {
   ui.unmute.hidden = true;
 });
 
-// Viewer count: the snapshot has it; refresh from the listing now and then.
+// Viewer count: from the session (the snapshot's, then a `viewers` message when it changes),
+// the same number the studio shows. The listing below is only for before the session is up:
+// polled before this viewer is connected it does not count this viewer yet.
+function showViewers(n) {
+  if (typeof n === 'number') ui.viewersN.textContent = compact(n);
+}
+viewer.on('viewers', (m) => showViewers(m.count));
+
 async function refreshInfo() {
   try {
     const r = await fetch(`/shows/${encodeURIComponent(show)}/catalog.json`, { cache: 'no-store' });
     if (!r.ok) return;
     const info = await r.json();
     ui.viewers.hidden = !info.show.live;
-    ui.viewersN.textContent = compact(info.show.viewers);
+    if (viewer.state.viewers === null) showViewers(info.show.viewers);
     if (!viewer.state.show) {
       // Before the session is up: title and catalog from the listing.
       ui.title.textContent = info.show.title;

@@ -95,7 +95,11 @@ export function rtpAtOrAfter(a, b) {
   return (((a >>> 0) - (b >>> 0)) | 0) >= 0;
 }
 
-/** Signed distance a − b in RTP ticks, wrap-aware. */
+/**
+ * Signed distance a − b in RTP ticks, wrap-aware.
+ * @param {number} a
+ * @param {number} b
+ */
 export function rtpDiff(a, b) {
   return ((a >>> 0) - (b >>> 0)) | 0;
 }
@@ -724,8 +728,8 @@ const FRAME_EVENTS = new Set(['snapshot', 'highlight', 'unhighlight', 'price', '
 /**
  * A WHEP session of a viewer. Frame-synchronised events (detail = the message plus `frame`,
  * the {@link FrameInfo} it was revealed on, or null): `snapshot`, `highlight`, `unhighlight`,
- * `price`, `stock`, `sold`, `chat`, `show_ended`. Others: `connected`, `order` (every order
- * answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
+ * `price`, `stock`, `sold`, `chat`, `show_ended`. Others: `connected`, `viewers` (the
+ * connected-viewer count: from the snapshot, then whenever it changes), `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
  * (never; use rVFC yourself) and `message` (every message as it arrives, before any hold).
  */
 export class Viewer extends Session {
@@ -744,6 +748,7 @@ export class Viewer extends Session {
       /** @type {Map<string, Product>} */ products: new Map(),
       /** @type {Highlight|null} */ highlight: null,
       /** @type {Map<string, number>} sku → units sold in the last minute */ sold: new Map(),
+      /** @type {number|null} connected viewers (snapshot, then `viewers` when it changes) */ viewers: null,
       ended: false,
     };
     /** RTP timestamp of the newest presented frame, or null. */
@@ -972,6 +977,12 @@ export class Viewer extends Session {
   _onMessage(msg) {
     this._emit('message', msg);
     const t = msg.type;
+    if (t === 'snapshot' && msg.show && typeof msg.show.viewers === 'number') {
+      // The count is not tied to a frame: take it on arrival, so a `viewers` message that
+      // arrives while the snapshot waits for its frame is not overwritten by an older count.
+      this.state.viewers = msg.show.viewers;
+      this._emit('viewers', { type: 'viewers', count: msg.show.viewers });
+    }
     if (FRAME_EVENTS.has(t)) {
       this._learnLateness(msg, performance.now());
       this._queue.push({ msg, at: performance.now() });
@@ -1007,6 +1018,11 @@ export class Viewer extends Session {
         break;
       }
       case 'pong':
+        break;
+      case 'viewers':
+        // Not tied to a frame: the count is news as soon as it arrives.
+        this.state.viewers = msg.count;
+        this._emit('viewers', msg);
         break;
       default:
         this._emit(t, msg);
