@@ -31,36 +31,47 @@ pub struct App {
 }
 
 impl App {
-    /// The show for a WHIP/WHEP request: existing, or created on first use if configured;
-    /// `None` when there is no such show and shows are not created on first use.
-    pub fn show_for_media(&self, id: &str) -> Option<Arc<Show>> {
+    /// The show for a WHIP/WHEP request: in the registry, or durable (created through the API
+    /// or a previous run), or, when `create` is true (an authenticated publisher) and
+    /// `shows.create_on_first_use` is set, created now. `None` means 404: a viewer (anonymous or
+    /// not) never brings a show into existence, so unauthenticated requests cannot grow the
+    /// show table, the store or the per-show metrics.
+    pub async fn show_for_media(&self, id: &str, create: bool) -> Option<Arc<Show>> {
         if let Some(s) = self.registry.show(id) {
             return Some(s);
         }
-        if self.cfg.shows.create_on_first_use {
-            let show = self
-                .registry
-                .show_or_create(id, &self.cfg.shows.default_video_codecs);
-            // Keep the durable record in step so orders and webhooks work for it too.
-            let pending = self.store.create_show(crate::commerce::NewShow {
+        if let Ok(Some(stored)) = self.store.show(id).await {
+            let codecs: Vec<crate::codec::Codec> = stored
+                .video_codecs
+                .iter()
+                .filter_map(|c| crate::codec::Codec::video_from_name(c))
+                .collect();
+            let codecs = if codecs.is_empty() {
+                self.cfg.shows.default_video_codecs.clone()
+            } else {
+                codecs
+            };
+            return Some(self.registry.show_or_create(id, &codecs));
+        }
+        if !(create && self.cfg.shows.create_on_first_use) {
+            return None;
+        }
+        let codecs = &self.cfg.shows.default_video_codecs;
+        // The durable record first, so orders and webhooks work for the show as soon as it is
+        // answered. A concurrent creation of the same id is fine (conflict = it exists).
+        let created = self
+            .store
+            .create_show(crate::commerce::NewShow {
                 id: Some(id.to_string()),
                 title: id.to_string(),
                 scheduled_at: None,
-                video_codecs: show
-                    .video_codecs
-                    .iter()
-                    .map(|c| c.as_str().to_string())
-                    .collect(),
-            });
-            tokio::spawn(async move {
-                if let Err(e) = pending.await {
-                    tracing::debug!("implicit show record: {e}");
-                }
-            });
-            Some(show)
-        } else {
-            None
+                video_codecs: codecs.iter().map(|c| c.as_str().to_string()).collect(),
+            })
+            .await;
+        if let Err(e) = created {
+            tracing::debug!(show = %id, "implicit show record: {e}");
         }
+        Some(self.registry.show_or_create(id, codecs))
     }
 
     /// A peer is gone: free its publisher slot, update counts.

@@ -106,14 +106,15 @@ impl Keys {
         }
     }
 
-    /// The configured secret, or the one kept in `data_dir/secret` (created on first use).
-    pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Keys> {
-        Ok(Keys::new(&secret(configured, data_dir)?))
+    /// Keys from the configured secret, or the one kept in `data_dir/secret` (created on first
+    /// use); see [`load_secret`]. Refuses secrets shorter than [`MIN_SECRET_BYTES`].
+    pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> Result<Keys, SecretError> {
+        Ok(Keys::new(&load_secret(configured, data_dir)?.bytes))
     }
 
-    /// The secret as text, for deriving other keys (the default webhook signing key).
-    pub fn secret_hint(&self) -> String {
-        String::from_utf8_lossy(&self.secret).into_owned()
+    /// The default webhook signing key, derived from (never equal to) the token secret.
+    pub fn webhook_secret(&self) -> String {
+        derive_webhook_secret(&self.secret)
     }
 
     /// Sign a token.
@@ -182,39 +183,162 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn secret(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Vec<u8>> {
+/// Shortest accepted HS256 secret, in bytes (RFC 7518 §3.2: a key of at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why the token secret could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The configured or stored secret is too short to resist brute force.
+    #[error("{origin} is {len} bytes; an HS256 secret must be at least {min} bytes (e.g. `openssl rand -hex 32`)", min = MIN_SECRET_BYTES)]
+    TooShort {
+        /// Where it came from (`auth.secret` or the file path).
+        origin: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Reading or writing `{data_dir}/secret` failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The token secret and whether this call generated it (a first start).
+#[derive(Debug)]
+pub struct Secret {
+    /// The HS256 key bytes.
+    pub bytes: Vec<u8>,
+    /// True when the secret file was created by this call.
+    pub created: bool,
+}
+
+fn check_len(origin: String, bytes: &[u8]) -> Result<(), SecretError> {
+    if bytes.len() < MIN_SECRET_BYTES {
+        return Err(SecretError::TooShort {
+            origin,
+            len: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The configured secret, or the one kept in `data_dir/secret`, generated on first use.
+///
+/// The generated file is written under a temporary name opened with `create_new` (mode 0600),
+/// fsynced, then hard-linked into place, and the directory is fsynced: a crash never leaves a
+/// short or empty secret behind, and two processes starting at once agree on one secret. The
+/// data directory is created with mode 0700.
+pub fn load_secret(configured: Option<&str>, data_dir: &Path) -> Result<Secret, SecretError> {
     if let Some(s) = configured {
-        return Ok(s.as_bytes().to_vec());
+        check_len("auth.secret".into(), s.as_bytes())?;
+        return Ok(Secret {
+            bytes: s.as_bytes().to_vec(),
+            created: false,
+        });
     }
     let path = data_dir.join("secret");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SecretError::Io { path, source }
+    };
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => {}
+        Ok(s) => {
+            let s = s.trim();
+            check_len(path.display().to_string(), s.as_bytes())?;
+            return Ok(Secret {
+                bytes: s.as_bytes().to_vec(),
+                created: false,
+            });
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(io(&path)(e)),
     }
-    std::fs::create_dir_all(data_dir)?;
+    create_private_dir(data_dir).map_err(io(data_dir))?;
     let bytes: [u8; 32] = rand::random();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    // Write to a temp file and rename so two processes starting at once agree on one secret.
-    let tmp = data_dir.join(format!("secret.{}", std::process::id()));
-    std::fs::write(&tmp, &hex)?;
+    let hex = hex::encode(bytes);
+    let tmp = data_dir.join(format!(
+        "secret.tmp.{}.{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    write_new_private(&tmp, hex.as_bytes()).map_err(io(&tmp))?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(data_dir).map_err(io(data_dir))?;
+            Ok(Secret {
+                bytes: hex.into_bytes(),
+                created: true,
+            })
+        }
+        // Another process won the race: use its secret.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let s = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let s = s.trim();
+            check_len(path.display().to_string(), s.as_bytes())?;
+            Ok(Secret {
+                bytes: s.as_bytes().to_vec(),
+                created: false,
+            })
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Create `dir` (and parents) with mode 0700 for the last component.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
     }
-    match std::fs::hard_link(&tmp, &path) {
-        Ok(()) => {
-            std::fs::remove_file(&tmp)?;
-            Ok(hex.into_bytes())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(&tmp)?;
-            Ok(std::fs::read_to_string(&path)?.trim().as_bytes().to_vec())
-        }
-        Err(e) => Err(e),
+    b.create(dir)
+}
+
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
     }
+    let mut f = o.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// The webhook signing key derived from the token secret when `commerce.webhook_secret` is
+/// unset: the lower-case hex of HMAC-SHA256(token secret, `"hawker webhook v1"`), used as the
+/// UTF-8 bytes of that hex text. A receiver holding it cannot mint tokens; `hawker
+/// webhook-secret` prints it.
+pub fn derive_webhook_secret(token_secret: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(token_secret).expect("HMAC takes any key length");
+    mac.update(b"hawker webhook v1");
+    hex::encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]
@@ -260,13 +384,76 @@ mod tests {
         assert_eq!(k.verify(&old), Err(Error::Expired));
     }
 
+    fn temp_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("hawker-secret-{}", rand::random::<u64>()))
+    }
+
     #[test]
-    fn secret_is_generated_once() {
-        let dir = std::env::temp_dir().join(format!("hawker-secret-{}", rand::random::<u64>()));
-        let a = secret(None, &dir).unwrap();
-        let b = secret(None, &dir).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 64);
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn secret_is_generated_once_private_and_durable() {
+        let dir = temp_dir().join("data");
+        let a = load_secret(None, &dir).unwrap();
+        assert!(a.created);
+        let b = load_secret(None, &dir).unwrap();
+        assert!(!b.created);
+        assert_eq!(a.bytes, b.bytes);
+        assert_eq!(a.bytes.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir.join("secret")), 0o600);
+            assert_eq!(mode(&dir), 0o700);
+        }
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["secret"]);
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn short_or_empty_secrets_are_refused() {
+        for bad in ["", "change-me", &"x".repeat(MIN_SECRET_BYTES - 1)] {
+            let err = load_secret(Some(bad), Path::new("/nonexistent")).unwrap_err();
+            assert!(
+                matches!(err, SecretError::TooShort { .. })
+                    && err.to_string().contains("auth.secret"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(load_secret(
+            Some(&"x".repeat(MIN_SECRET_BYTES)),
+            Path::new("/nonexistent")
+        )
+        .is_ok());
+        // A stored secret that is empty or short (truncated, hand-edited) is refused too, never
+        // silently replaced or used.
+        for stored in ["", "\n", "abc"] {
+            let dir = temp_dir();
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("secret"), stored).unwrap();
+            let err = load_secret(None, &dir).unwrap_err();
+            assert!(err.to_string().contains("secret"), "{err}");
+            assert!(
+                matches!(err, SecretError::TooShort { .. }),
+                "{stored:?}: {err}"
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn webhook_key_is_not_the_token_secret() {
+        let secret = "s".repeat(40);
+        let k = Keys::new(secret.as_bytes());
+        let w = k.webhook_secret();
+        assert_ne!(w.as_bytes(), secret.as_bytes());
+        assert_eq!(w, derive_webhook_secret(secret.as_bytes()));
+        assert_eq!(w.len(), 64);
+        // A token signed with the webhook key is not accepted.
+        let forged = Keys::new(w.as_bytes()).issue("x", "*", Role::Admin, Duration::from_secs(60));
+        assert!(k.verify(&forged).is_err());
     }
 }

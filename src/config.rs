@@ -69,6 +69,13 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// Base URL printed and used in links; defaults to `http://{listen}`.
     pub public_url: Option<String>,
+    /// A connection must deliver a complete request head within this time of the server
+    /// starting to wait for one (also between keep-alive requests), or it is closed.
+    #[serde(with = "humantime_serde_compat")]
+    pub header_read_timeout: Duration,
+    /// Open connections on the public listener at most; further ones are closed at once. Keep
+    /// it below the process's file-descriptor limit minus the media sockets.
+    pub max_connections: usize,
 }
 
 /// Media plane settings.
@@ -102,8 +109,8 @@ pub struct Media {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
-    /// HS256 secret. When absent, a random secret is generated once and kept in
-    /// `{data_dir}/secret`.
+    /// HS256 secret, at least 32 bytes (shorter ones are refused at start-up). When absent, a
+    /// random secret is generated once and kept in `{data_dir}/secret` (mode 0600).
     pub secret: Option<String>,
     /// Whether viewers may watch without a token.
     pub anonymous_viewers: bool,
@@ -126,7 +133,9 @@ pub struct Metrics {
 pub struct Shows {
     /// Video codecs of a show created implicitly on first use, in preference order.
     pub default_video_codecs: Vec<Codec>,
-    /// Whether a show is created on first WHIP/WHEP use (otherwise it must exist via the API).
+    /// Whether an authenticated WHIP (publisher or admin token) to an unknown show creates it
+    /// (otherwise shows must be created through the REST API). WHEP never creates a show: a
+    /// viewer asking for an unknown show gets 404.
     pub create_on_first_use: bool,
     /// On a first start (empty store), create the show `demo` with three sample products so
     /// the studio and viewer pages work out of the box.
@@ -147,7 +156,9 @@ pub struct Commerce {
     pub max_question_chars: usize,
     /// Webhook receivers: every event is POSTed to each.
     pub webhook_urls: Vec<String>,
-    /// HMAC-SHA256 key for the `X-Hawker-Signature` header; defaults to the token secret.
+    /// HMAC-SHA256 key for the `X-Hawker-Signature` header, at least 32 bytes and different
+    /// from the token secret. Default: derived from the token secret
+    /// ([`crate::auth::derive_webhook_secret`]); `hawker webhook-secret` prints it.
     pub webhook_secret: Option<String>,
 }
 
@@ -171,6 +182,8 @@ impl Default for Http {
             listen: "127.0.0.1:8080".parse().expect("static addr"),
             max_body_bytes: 64 * 1024,
             public_url: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
         }
     }
 }
@@ -264,7 +277,9 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    /// Check values serde cannot (ranges, combinations); [`Config::load`] calls it, and so does
+    /// [`crate::server::start`] for configs built in code.
+    pub fn validate(&self) -> Result<(), Error> {
         if self.shows.default_video_codecs.is_empty() {
             return Err(Error::Invalid(
                 "shows.default_video_codecs must name at least one codec".into(),
@@ -283,6 +298,38 @@ impl Config {
         if self.media.announce_ip.is_none() && self.media.bind_ip.is_unspecified() {
             return Err(Error::Invalid(
                 "media.announce_ip is required when media.bind_ip is unspecified".into(),
+            ));
+        }
+        let min = crate::auth::MIN_SECRET_BYTES;
+        if let Some(s) = &self.auth.secret {
+            if s.len() < min {
+                return Err(Error::Invalid(format!(
+                    "auth.secret is {} bytes; it must be at least {min} (e.g. `openssl rand -hex 32`)",
+                    s.len()
+                )));
+            }
+        }
+        if let Some(w) = &self.commerce.webhook_secret {
+            if w.len() < min {
+                return Err(Error::Invalid(format!(
+                    "commerce.webhook_secret is {} bytes; it must be at least {min}",
+                    w.len()
+                )));
+            }
+            if self.auth.secret.as_deref() == Some(w.as_str()) {
+                return Err(Error::Invalid(
+                    "commerce.webhook_secret must differ from auth.secret: webhook receivers must not be able to mint tokens".into(),
+                ));
+            }
+        }
+        if self.http.header_read_timeout.is_zero() {
+            return Err(Error::Invalid(
+                "http.header_read_timeout must be greater than zero".into(),
+            ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(Error::Invalid(
+                "http.max_connections must be at least 1".into(),
             ));
         }
         if self.http.max_body_bytes < 1024 {
@@ -356,6 +403,23 @@ mod tests {
     fn shipped_config_parses() {
         let text = include_str!("../configs/hawker.toml");
         Config::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn short_secrets_are_rejected_naming_the_key() {
+        let err = Config::from_toml("[auth]\nsecret = \"change-me\"\n").unwrap_err();
+        assert!(err.to_string().contains("auth.secret"), "{err}");
+        let err = Config::from_toml("[auth]\nsecret = \"\"\n").unwrap_err();
+        assert!(err.to_string().contains("auth.secret"), "{err}");
+        let long = "k".repeat(32);
+        Config::from_toml(&format!("[auth]\nsecret = \"{long}\"\n")).unwrap();
+        let err = Config::from_toml("[commerce]\nwebhook_secret = \"short\"\n").unwrap_err();
+        assert!(err.to_string().contains("commerce.webhook_secret"), "{err}");
+        let err = Config::from_toml(&format!(
+            "[auth]\nsecret = \"{long}\"\n[commerce]\nwebhook_secret = \"{long}\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct Metrics {
     pub highlights: IntCounterVec,
     /// WHIP/WHEP POST → answer latency.
     pub signalling_seconds: HistogramVec,
+    /// Open connections on the public HTTP listener.
+    pub http_connections: IntGauge,
+    /// Connections closed on accept because `http.max_connections` was reached.
+    pub http_connections_refused: IntCounter,
+    /// Webhook events not yet delivered to every endpoint (and not dead), set at scrape time.
+    pub webhook_outbox_pending: IntGauge,
 }
 
 /// One shard's resolved counters.
@@ -141,8 +147,44 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(signalling.clone()))
             .expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let http_connections = gauge(
+            "hawker_http_connections",
+            "Open connections on the public HTTP listener",
+        );
+        let webhook_outbox_pending = gauge(
+            "hawker_webhook_outbox_pending",
+            "Webhook events not yet acknowledged by every endpoint",
+        );
+        let http_connections_refused = IntCounter::new(
+            "hawker_http_connections_refused_total",
+            "Connections closed on accept because http.max_connections was reached",
+        )
+        .expect("valid metric");
+        r.register(Box::new(http_connections_refused.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "hawker_build_info",
+                "Always 1; the labels say which build is running",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let s = &["shard"];
         Metrics {
+            http_connections,
+            http_connections_refused,
+            webhook_outbox_pending,
             peers,
             packets_in: counter(&r, "hawker_media_packets_in_total", "RTP packets received from publishers", s),
             packets_out: counter(&r, "hawker_media_datagrams_out_total", "UDP datagrams sent", s),

@@ -22,18 +22,20 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The metrics address.
     pub metrics_addr: SocketAddr,
+    /// Whether this start generated the token secret (a first start).
+    pub secret_created: bool,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Start everything; listeners bound, shards running.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
-    let keys = Keys::load_or_create(cfg.auth.secret.as_deref(), &cfg.data_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot prepare token secret in {}: {e}",
-            cfg.data_dir.display()
-        )
-    })?;
+    cfg.validate()?;
+    crate::auth::create_private_dir(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
+    let secret = crate::auth::load_secret(cfg.auth.secret.as_deref(), &cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("token secret: {e}"))?;
+    let keys = Keys::new(&secret.bytes);
     let metrics = Metrics::new();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let engine = Engine::start(&cfg, &metrics, ev_tx)?;
@@ -45,8 +47,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.metrics.listen))?;
     let http_addr = http_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
     let store = crate::commerce::Store::open_with(crate::commerce::store::Config {
         path: cfg.data_dir.join("hawker.db"),
         max_qty_per_order: cfg.commerce.max_qty_per_order,
@@ -86,7 +86,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .commerce
         .webhook_secret
         .clone()
-        .unwrap_or_else(|| keys.secret_hint());
+        .unwrap_or_else(|| keys.webhook_secret());
     let endpoints: Vec<crate::commerce::webhooks::Endpoint> = cfg
         .commerce
         .webhook_urls
@@ -128,17 +128,29 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             }
         }));
     }
-    for (listener, router) in [
-        (http_listener, http::router(app.clone())),
-        (metrics_listener, http::metrics_router(app.clone())),
-    ] {
+    // The public listener faces the internet: header timeout and connection cap.
+    tasks.push(tokio::spawn(http::listener::serve(
+        http_listener,
+        http::router(app.clone()),
+        http::listener::Limits {
+            header_read_timeout: app.cfg.http.header_read_timeout,
+            max_connections: app.cfg.http.max_connections,
+        },
+        http::listener::Gauges {
+            open: app.metrics.http_connections.clone(),
+            refused: app.metrics.http_connections_refused.clone(),
+        },
+        rx.clone(),
+    )));
+    {
         let mut rx = rx.clone();
+        let router = http::metrics_router(app.clone());
         tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let serve = axum::serve(metrics_listener, router).with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|v| *v).await;
             });
             if let Err(e) = serve.await {
-                tracing::error!("http server failed: {e}");
+                tracing::error!("metrics server failed: {e}");
             }
         }));
     }
@@ -146,6 +158,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         app,
         http_addr,
         metrics_addr,
+        secret_created: secret.created,
         shutdown,
         tasks,
     })
@@ -170,6 +183,87 @@ impl Running {
         // Commit the last batch cleanly (an unanswered order is never lost either way).
         let store = self.app.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+impl Running {
+    /// What `hawker serve` prints once started. Tokens are printed only on a first start (the
+    /// secret was generated just now), so the operator can try the demo; on every later start the
+    /// banner says how to mint them instead, because start-up output ends up in log files and a
+    /// 12-hour admin token there is a credential leak.
+    pub fn banner(&self) -> String {
+        use std::fmt::Write;
+        let app = &self.app;
+        let base = app.cfg.public_url();
+        let shards: Vec<String> = app
+            .engine
+            .shards()
+            .iter()
+            .map(|h| h.addr.to_string())
+            .collect();
+        let mut b = String::new();
+        let _ = writeln!(b, "hawker is running\n");
+        let token = self.secret_created.then(|| {
+            let ttl = std::time::Duration::from_secs(12 * 3600);
+            (
+                app.keys
+                    .issue("seller", "demo", crate::auth::Role::Publisher, ttl),
+                app.keys.issue("admin", "*", crate::auth::Role::Admin, ttl),
+            )
+        });
+        match &token {
+            Some((publisher, _)) => {
+                let _ = writeln!(b, "  seller studio: {base}/studio/demo#token={publisher}");
+            }
+            None => {
+                let _ = writeln!(
+                    b,
+                    "  seller studio: {base}/studio/demo#token=<publisher token>"
+                );
+            }
+        }
+        let _ = writeln!(b, "  viewer page:   {base}/watch/demo");
+        let _ = writeln!(b, "  all shows:     {base}/\n");
+        let _ = writeln!(
+            b,
+            "  WHIP:       {base}/whip/demo   (Authorization: Bearer <publisher token>)"
+        );
+        let _ = writeln!(b, "  WHEP:       {base}/whep/demo");
+        let _ = writeln!(
+            b,
+            "  REST API:   {base}/api/v1      (Authorization: Bearer <admin token>)"
+        );
+        let _ = writeln!(b, "  metrics:    http://{}/metrics", self.metrics_addr);
+        let _ = writeln!(
+            b,
+            "  media UDP (one socket per shard): {}",
+            shards.join(", ")
+        );
+        match token {
+            Some((publisher, admin)) => {
+                let _ = writeln!(
+                    b,
+                    "  first start: a token secret was generated in {}",
+                    app.cfg.data_dir.join("secret").display()
+                );
+                let _ = writeln!(
+                    b,
+                    "  publisher token for show \"demo\" (12h):\n    {publisher}"
+                );
+                let _ = writeln!(b, "  admin token (12h):\n    {admin}");
+                let _ = writeln!(
+                    b,
+                    "  (printed on this first start only; later: hawker token --show demo --role publisher)"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    b,
+                    "  tokens: hawker token --show demo --role publisher   (or --show '*' --role admin)"
+                );
+            }
+        }
+        b
     }
 }
 

@@ -71,6 +71,14 @@ impl Show {
     }
 }
 
+/// How a session appears in logs: the first 8 hex digits of SHA-256 of its id. The id is the
+/// capability to `DELETE` the session, so logs (often shipped to third parties) must not hold
+/// it; the short hash still correlates log lines of one session.
+pub fn log_id(session_id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(session_id.as_bytes())[..4])
+}
+
 /// A WHIP or WHEP session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -181,5 +189,18 @@ impl Registry {
             .values()
             .filter(|s| s.role == role)
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_id_is_short_stable_and_not_the_id() {
+        let id = "9f2c4e0b7d1a46c38e5f0a2b6c7d8e9f";
+        let l = super::log_id(id);
+        assert_eq!(l.len(), 8);
+        assert_eq!(l, super::log_id(id));
+        assert!(!id.contains(&l));
+        assert_ne!(l, super::log_id("9f2c4e0b7d1a46c38e5f0a2b6c7d8e9e"));
     }
 }

@@ -3,7 +3,8 @@
 //! sold-out attempt and a buy after the end, rejected, produce no event), the show ends
 //! through `POST /api/v1/shows/{show}/end`, which must answer 200 (`show.ended`). Every event is
 //! delivered (acknowledged with 2xx exactly once), every request carries a valid
-//! `X-Hawker-Signature` for the configured `webhook_secret`, retries reuse the same
+//! `X-Hawker-Signature` under the webhook key (here the default: derived from the token
+//! secret, never the token secret itself), retries reuse the same
 //! `X-Hawker-Delivery` id and byte-identical body after a backoff, and the payloads match the
 //! orders the viewers were told about.
 
@@ -26,7 +27,6 @@ use serde_json::{json, Value};
 use support::server::TestServer;
 use support::{Publisher, PublisherOpts, Viewer, ViewerOpts};
 
-const SECRET: &str = "whsec-test-1234";
 /// Requests the receiver fails before recovering.
 const FAIL_FIRST: usize = 4;
 const WAIT: Duration = Duration::from_secs(10);
@@ -83,10 +83,11 @@ async fn every_event_is_delivered_signed_despite_failures() {
 
     let server = TestServer::start(2, |cfg| {
         cfg.commerce.webhook_urls = vec![url.clone()];
-        cfg.commerce.webhook_secret = Some(SECRET.into());
     })
     .await;
     let app = server.app().clone();
+    // What `hawker webhook-secret` prints for this configuration.
+    let webhook_key = hawker::auth::derive_webhook_secret(support::server::TEST_SECRET.as_bytes());
     let show = "hooks";
     live::seed_show(&app.store, show, &[("lamp-1", "Brass desk lamp", 4900, 4)]).await;
 
@@ -217,12 +218,18 @@ async fn every_event_is_delivered_signed_despite_failures() {
     // Every request is signed with the configured secret, and says what it carries.
     for h in &hits {
         assert!(
-            verify(SECRET.as_bytes(), &h.body, &h.signature),
+            verify(webhook_key.as_bytes(), &h.body, &h.signature),
             "bad signature {:?} on delivery {}",
             h.signature,
             h.delivery
         );
         assert!(!verify(b"another secret", &h.body, &h.signature));
+        // The token secret is not the webhook key: a receiver cannot mint tokens with it.
+        assert!(!verify(
+            support::server::TEST_SECRET.as_bytes(),
+            &h.body,
+            &h.signature
+        ));
         let v: Value = serde_json::from_slice(&h.body).unwrap();
         assert_eq!(
             v["type"],

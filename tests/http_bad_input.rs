@@ -245,6 +245,7 @@ async fn bad_input_is_refused_and_live_viewers_are_unaffected() {
     let pub_token = server.token(show, Role::Publisher, "seller");
     let other_pub_token = server.token(other, Role::Publisher, "seller2");
     let viewer_token = server.token(show, Role::Viewer, "alice");
+    server.create_show(show).await;
 
     // The live show: a publisher and two viewers (one per shard).
     let v1 = Viewer::connect(&server.whep(show), None, ViewerOpts::default())
@@ -843,6 +844,7 @@ async fn anonymous_viewers_off_requires_a_token() {
     support::init_logging();
     let server = TestServer::start(1, |cfg| cfg.auth.anonymous_viewers = false).await;
     let show = "members";
+    server.create_show(show).await;
     let view = offer(VideoCodec::Vp8, Some(Dir::Recvonly), Some(Dir::Recvonly)).await;
     let mut f = Vec::new();
     let r = post_raw(&server.whep(show), Some(SDP), None, view.clone()).await;

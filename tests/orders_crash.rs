@@ -65,7 +65,7 @@ listen = "127.0.0.1:0"
 [media]
 shards = 2
 [auth]
-secret = "crash-test-secret"
+secret = "crash-test-secret-0123456789abcdef-0123"
 [shows]
 seed_demo = false
 [commerce]

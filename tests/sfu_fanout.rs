@@ -88,6 +88,7 @@ fn assert_whole_frames(pkts: &[ReceivedPacket], what: &str) {
 async fn fifty_viewers_receive_every_payload_bit_exact() {
     let server = TestServer::start(2, |_| {}).await;
     let show = "fanout";
+    server.create_show(show).await;
     let token = server.token(show, Role::Publisher, "seller");
 
     let mut viewers = Vec::new();

@@ -28,6 +28,7 @@ async fn viewers_waiting_before_the_seller_receive_once_live() {
     support::init_logging();
     let server = TestServer::start(2, |_| {}).await;
     let show = "lobby";
+    server.create_show(show).await;
     let token = server.token(show, Role::Publisher, "seller");
     let mut viewers = Vec::new();
     for _ in 0..4 {
@@ -411,7 +412,7 @@ async fn starts_with_a_fresh_data_dir() {
     cfg.http.listen = "127.0.0.1:0".parse().unwrap();
     cfg.metrics.listen = "127.0.0.1:0".parse().unwrap();
     cfg.media.shards = 1;
-    cfg.auth.secret = Some("test-secret".into());
+    cfg.auth.secret = Some("test-secret-0123456789abcdef-0123456789".into());
     let res = hawker::server::start(cfg).await;
     let _ = std::fs::remove_dir_all(&dir);
     match res {

@@ -223,6 +223,7 @@ async fn switch_publishers(end: End) {
     let t_test = Instant::now();
     let server = TestServer::start(2, |_| {}).await;
     let show = "republish";
+    server.create_show(show).await;
     let token1 = server.token(show, Role::Publisher, "seller");
     let token2 = server.token(show, Role::Publisher, "seller-phone");
 

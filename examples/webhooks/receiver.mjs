@@ -4,8 +4,9 @@
 //   HAWKER_WEBHOOK_SECRET=... PORT=8787 node examples/webhooks/receiver.mjs
 //
 // Point hawker at it with `commerce.webhook_urls = ["http://127.0.0.1:8787/hooks/hawker"]`.
-// The secret is `commerce.webhook_secret` (or the token secret when that is unset). Prints one
-// JSON line per request, e.g. {"delivery":"3","event":"order.created","verified":true,...}.
+// The secret is `commerce.webhook_secret`, or, when that is unset, the key that
+// `hawker webhook-secret` prints (derived from the token secret, never the token secret itself).
+// Prints one JSON line per request, e.g. {"delivery":"3","event":"order.created","verified":true,...}.
 import crypto from 'node:crypto';
 import http from 'node:http';
 

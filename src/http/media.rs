@@ -102,7 +102,8 @@ pub async fn whip_post(
     )?;
     let offer = parse_offer(&headers, &body)?;
     let show = app
-        .show_for_media(&show_id)
+        .show_for_media(&show_id, true)
+        .await
         .ok_or_else(|| ApiError::NotFound(format!("no show {show_id:?}")))?;
     if let Ok(Some(stored)) = app.store.show(&show_id).await {
         if stored.state == crate::commerce::ShowState::Ended {
@@ -143,7 +144,8 @@ pub async fn whip_post(
                 .signalling_seconds
                 .with_label_values(&["whip"])
                 .observe(started.elapsed().as_secs_f64());
-            tracing::info!(show = %show_id, session = %session_id, "publisher joined");
+            tracing::info!(show = %show_id, session = %crate::shows::log_id(&session_id),
+                "publisher joined");
             Ok(answer_response("whip", &show_id, &session_id, answer))
         }
         Err(e) => {
@@ -189,8 +191,10 @@ pub async fn whep_post(
             .sub
     };
     let offer = parse_offer(&headers, &body)?;
+    // Viewers never create shows (see `App::show_for_media`).
     let show = app
-        .show_for_media(&show_id)
+        .show_for_media(&show_id, false)
+        .await
         .ok_or_else(|| ApiError::NotFound(format!("no show {show_id:?}")))?;
     let session_id = new_session_id();
     let shard = app.engine.pick_viewer_shard();
@@ -252,5 +256,16 @@ pub async fn session_patch() -> Response {
         .into_response();
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+    r
+}
+
+/// `OPTIONS /whip/{show}` and `/whep/{show}` without CORS preflight headers: what the endpoint
+/// takes (RFC 9725 §4.1: `Accept-Post: application/sdp`). Preflights are answered by the CORS
+/// layer before they get here.
+pub async fn endpoint_options() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
+    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
     r
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod listener;
 pub mod media;
 pub mod pages;
 
@@ -38,12 +39,18 @@ pub fn router(app: Arc<App>) -> Router {
         .expose_headers([header::LOCATION, header::ETAG, header::LINK]);
     let limit = app.cfg.http.max_body_bytes;
     Router::new()
-        .route("/whip/{show}", post(media::whip_post))
+        .route(
+            "/whip/{show}",
+            post(media::whip_post).options(media::endpoint_options),
+        )
         .route(
             "/whip/{show}/{session}",
             axum::routing::delete(media::session_delete).patch(media::session_patch),
         )
-        .route("/whep/{show}", post(media::whep_post))
+        .route(
+            "/whep/{show}",
+            post(media::whep_post).options(media::endpoint_options),
+        )
         .route(
             "/whep/{show}/{session}",
             axum::routing::delete(media::session_delete).patch(media::session_patch),
@@ -58,6 +65,8 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors)
+        // Outside CORS, which answers every OPTIONS itself (preflight or not).
+        .layer(axum::middleware::map_response_with_state((), advertise_sdp))
         .with_state(app)
 }
 
@@ -88,6 +97,30 @@ async fn count_requests(
     resp
 }
 
+/// RFC 9725 §4.1: `OPTIONS` on a WHIP/WHEP endpoint says it takes `application/sdp`.
+async fn advertise_sdp(
+    axum::extract::State(()): axum::extract::State<()>,
+    method: Method,
+    uri: axum::http::Uri,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if method == Method::OPTIONS
+        && segments.len() == 2
+        && matches!(segments[0], "whip" | "whep")
+        && resp.status().is_success()
+    {
+        let h = resp.headers_mut();
+        h.insert(
+            "accept-post",
+            axum::http::HeaderValue::from_static("application/sdp"),
+        );
+        h.entry(header::ALLOW)
+            .or_insert(axum::http::HeaderValue::from_static("OPTIONS, POST"));
+    }
+    resp
+}
+
 async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
@@ -97,6 +130,12 @@ async fn not_found() -> ApiError {
 }
 
 async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> impl IntoResponse {
+    // Read at scrape time: one indexed COUNT on the reader connection.
+    if let Ok(n) = app.store.outbox_pending().await {
+        app.metrics
+            .webhook_outbox_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

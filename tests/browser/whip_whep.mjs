@@ -492,6 +492,18 @@ async function main() {
     [EARLY]: hawkerToken(bin, h.cfgPath, EARLY, 'publisher'),
   };
   log(`publisher tokens from \`hawker token --config ... --role publisher\` for ${LIVE}, ${EARLY}`);
+  // A viewer may wait for a show that exists but is not live yet; an anonymous WHEP never
+  // creates one. The platform creates the show ahead of time through the REST API.
+  {
+    const admin = hawkerToken(bin, h.cfgPath, '*', 'admin');
+    const r = await fetch(`${h.http}/api/v1/shows`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${admin}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ id: EARLY, title: 'Viewers first' }),
+    });
+    if (r.status !== 201) throw new Error(`POST /api/v1/shows ${EARLY}: ${r.status} ${await r.text()}`);
+    log(`show ${EARLY} created ahead of its seller (POST /api/v1/shows → 201)`);
+  }
   const whip = (s) => `${h.http}/whip/${s}`;
   const whep = (s) => `${h.http}/whep/${s}`;
 

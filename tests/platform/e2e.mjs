@@ -37,7 +37,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
 const TIMEOUT_MS = 120_000;
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const SECRET = 'platform-test-webhook-secret';
+const SECRET = 'platform-test-webhook-secret-0123456789';
 const SHOW = 'spring-sale';
 
 const opts = { hawker: '', site: '', out: path.join(HERE, 'out') };

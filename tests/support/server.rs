@@ -6,6 +6,9 @@ use hawker::auth::Role;
 use hawker::config::Config;
 use hawker::server::Running;
 
+/// The token secret of test servers (at least 32 bytes, as hawker requires).
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
 /// A running in-process server.
 pub struct TestServer {
     /// The running server.
@@ -29,13 +32,8 @@ impl TestServer {
         cfg.http.listen = "127.0.0.1:0".parse().unwrap();
         cfg.metrics.listen = "127.0.0.1:0".parse().unwrap();
         cfg.media.shards = shards;
-        cfg.auth.secret = Some("test-secret".into());
+        cfg.auth.secret = Some(TEST_SECRET.into());
         tweak(&mut cfg);
-        // hawker::server::start opens `{data_dir}/hawker.db` without creating `data_dir` when
-        // `auth.secret` is configured (only the generated-secret path creates it); see
-        // `tests/sfu_lifecycle.rs::starts_with_a_fresh_data_dir`. Create it here so the media
-        // tests do not depend on that.
-        let _ = std::fs::create_dir_all(&cfg.data_dir);
         let running = hawker::server::start(cfg).await.expect("server starts");
         let base = format!("http://{}", running.http_addr);
         let metrics = format!("http://{}", running.metrics_addr);
@@ -51,6 +49,21 @@ impl TestServer {
     pub fn token(&self, show: &str, role: Role, sub: &str) -> String {
         let app = &self.running.as_ref().unwrap().app;
         app.keys.issue(sub, show, role, Duration::from_secs(600))
+    }
+
+    /// Create `show` in the store, as the REST API does: viewers may connect to it before its
+    /// seller (WHEP never creates a show).
+    pub async fn create_show(&self, show: &str) {
+        let app = &self.running.as_ref().unwrap().app;
+        app.store
+            .create_show(hawker::commerce::NewShow {
+                id: Some(show.to_string()),
+                title: show.to_string(),
+                scheduled_at: None,
+                video_codecs: vec!["h264".into(), "vp8".into()],
+            })
+            .await
+            .expect("create_show");
     }
 
     /// WHIP URL of a show.
@@ -494,7 +507,7 @@ pub fn expired_token(show: &str, role: Role) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
     )
     .unwrap()
 }

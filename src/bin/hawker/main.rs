@@ -46,6 +46,13 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the key webhook receivers verify `X-Hawker-Signature` with
+    /// (`commerce.webhook_secret`, or the key derived from the token secret).
+    WebhookSecret {
+        /// TOML config; without it the embedded default is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Load-test a server with a synthetic publisher and N real WebRTC viewers.
     Loadtest(Box<loadtest::Opts>),
 }
@@ -78,6 +85,16 @@ fn main() -> anyhow::Result<()> {
             println!("{}", keys.issue(&sub, &show, role, ttl));
             Ok(())
         }
+        Cmd::WebhookSecret { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            let key = match cfg.commerce.webhook_secret.clone() {
+                Some(k) => k,
+                None => Keys::load_or_create(cfg.auth.secret.as_deref(), &cfg.data_dir)?
+                    .webhook_secret(),
+            };
+            println!("{key}");
+            Ok(())
+        }
         Cmd::Loadtest(opts) => loadtest::run(*opts).map(|_| ()),
     }
 }
@@ -89,36 +106,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let running = hawker::server::start(cfg).await?;
-        let app = running.app.clone();
-        let base = app.cfg.public_url();
-        let token = app.keys.issue(
-            "seller",
-            "demo",
-            Role::Publisher,
-            Duration::from_secs(12 * 3600),
-        );
-        let admin = app
-            .keys
-            .issue("admin", "*", Role::Admin, Duration::from_secs(12 * 3600));
-        let shards: Vec<String> = app
-            .engine
-            .shards()
-            .iter()
-            .map(|h| h.addr.to_string())
-            .collect();
-        println!("hawker is running");
-        println!();
-        println!("  seller studio: {base}/studio/demo#token={token}");
-        println!("  viewer page:   {base}/watch/demo");
-        println!("  all shows:     {base}/");
-        println!();
-        println!("  WHIP:       {base}/whip/demo   (Authorization: Bearer <publisher token>)");
-        println!("  WHEP:       {base}/whep/demo");
-        println!("  REST API:   {base}/api/v1      (Authorization: Bearer <admin token>)");
-        println!("  metrics:    http://{}/metrics", running.metrics_addr);
-        println!("  media UDP (one socket per shard): {}", shards.join(", "));
-        println!("  publisher token for show \"demo\" (12h):\n    {token}");
-        println!("  admin token (12h):\n    {admin}");
+        print!("{}", running.banner());
         hawker::server::signal().await;
         tracing::info!("shutting down");
         running.stop().await;

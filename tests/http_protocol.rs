@@ -1,0 +1,283 @@
+//! Signalling rules a platform relies on, over real HTTP on loopback: who may create a show,
+//! what the answers say, and that the public listener survives idle connections.
+//!
+//! Offers come from str0m client peers (`hawker::sim::client`), so no media flows: these are
+//! HTTP-level checks, each bounded in time.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use hawker::auth::Role;
+use str0m::media::{Direction, MediaKind};
+use support::server::{get_raw, post_raw, TestServer};
+
+const SDP: &str = "application/sdp";
+
+/// A client offer with video and audio in `dir`, and the events channel.
+fn offer(dir: Direction) -> String {
+    let local = "127.0.0.1:9".parse().unwrap();
+    let mut rtc = hawker::sim::client::rtc(Instant::now(), local, hawker::sim::client::Offer::Any);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, dir, None, None, None);
+    api.add_media(MediaKind::Audio, dir, None, None, None);
+    api.add_channel("events".into());
+    let (offer, _pending) = api.apply().expect("offer");
+    offer.to_sdp_string()
+}
+
+/// `GET /api/v1/shows/{show}` with an admin token: the status code.
+async fn api_show_status(server: &TestServer, show: &str) -> u16 {
+    let admin = server.token("*", Role::Admin, "ops");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    client
+        .get(format!("{}/api/v1/shows/{show}", server.base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_authenticated_whip_creates_a_show() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| cfg.shows.seed_demo = false).await;
+    let view = offer(Direction::RecvOnly);
+
+    // Anonymous viewers (allowed by default) cannot bring a show into existence.
+    for i in 0..3 {
+        let show = format!("ghost-{i}");
+        let r = post_raw(&server.whep(&show), Some(SDP), None, view.clone()).await;
+        assert_eq!(r.status, 404, "anonymous WHEP to {show}: {}", r.body);
+        assert_eq!(api_show_status(&server, &show).await, 404, "{show} created");
+    }
+    // Nor can a viewer with a valid token for that show id.
+    let tok = server.token("ghost-t", Role::Viewer, "alice");
+    let r = post_raw(&server.whep("ghost-t"), Some(SDP), Some(&tok), view.clone()).await;
+    assert_eq!(r.status, 404, "viewer-token WHEP: {}", r.body);
+    assert_eq!(api_show_status(&server, "ghost-t").await, 404);
+    assert!(
+        server.app().registry.shows().is_empty(),
+        "no media-plane entry"
+    );
+
+    // A show created through the API (or the store) is watchable before its seller arrives.
+    server.create_show("scheduled").await;
+    let r = post_raw(&server.whep("scheduled"), Some(SDP), None, view.clone()).await;
+    assert_eq!(r.status, 201, "WHEP to an existing show: {}", r.body);
+
+    // An authenticated WHIP creates the show (shows.create_on_first_use = true), durably.
+    let tok = server.token("fresh", Role::Publisher, "seller");
+    let r = post_raw(
+        &server.whip("fresh"),
+        Some(SDP),
+        Some(&tok),
+        offer(Direction::SendOnly),
+    )
+    .await;
+    assert_eq!(r.status, 201, "WHIP: {}", r.body);
+    assert_eq!(api_show_status(&server, "fresh").await, 200);
+    // Then viewers may join it.
+    let r = post_raw(&server.whep("fresh"), Some(SDP), None, view.clone()).await;
+    assert_eq!(r.status, 201, "WHEP after WHIP: {}", r.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_does_not_create_shows_when_configured_off() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| {
+        cfg.shows.seed_demo = false;
+        cfg.shows.create_on_first_use = false;
+    })
+    .await;
+    let tok = server.token("nope", Role::Publisher, "seller");
+    let r = post_raw(
+        &server.whip("nope"),
+        Some(SDP),
+        Some(&tok),
+        offer(Direction::SendOnly),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(api_show_status(&server, "nope").await, 404);
+    let r = get_raw(&format!("{}/healthz", server.base)).await;
+    assert_eq!(r.status, 200);
+    server.stop().await;
+}
+
+/// Reads until the server closes `s` (EOF or reset), at most `within`; whether it did.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // e.g. a 408 before the close
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_trickling_connections_are_closed_and_service_continues() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| {
+        cfg.http.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let addr = server.running.as_ref().unwrap().http_addr;
+    // 200 sockets that connect and send nothing, and one that trickles a request head.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let trickler = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = trickle.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if trickle.write_all(b"X").await.is_err() {
+                break;
+            }
+        }
+        closed_by_server(&mut trickle, Duration::from_secs(5)).await
+    });
+    // Others are served while they are open.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("healthz answers while 200 idle sockets are open");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = post_raw(
+        &server.whep("demo"),
+        Some(SDP),
+        None,
+        offer(Direction::RecvOnly),
+    )
+    .await;
+    assert_eq!(
+        r.status, 201,
+        "WHEP while idle sockets are open: {}",
+        r.body
+    );
+    // The server closes every idle socket (header_read_timeout), and the trickler.
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(s, Duration::from_secs(10)).await,
+            "idle socket {i} still open"
+        );
+    }
+    assert!(trickler.await.unwrap(), "trickling socket still open");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_once() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| {
+        cfg.http.max_connections = 20;
+        cfg.http.header_read_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = server.running.as_ref().unwrap().http_addr;
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Closed well before the 2 s header timeout: refused at the cap.
+    let mut early = 0;
+    for s in held.iter_mut() {
+        if closed_by_server(s, Duration::from_millis(300)).await {
+            early += 1;
+        }
+    }
+    assert!(early >= 40, "only {early} of 60 closed at the cap of 20");
+    let refused = server
+        .metric("hawker_http_connections_refused_total", "")
+        .await;
+    assert!(refused >= 40.0, "refused counter {refused}");
+    drop(held);
+    // Once they are gone, service resumes.
+    let (v, ok) = server
+        .wait_metric(
+            "hawker_http_connections",
+            "",
+            Duration::from_secs(10),
+            |v| v == 0.0,
+        )
+        .await;
+    assert!(ok, "{v} connections still open");
+    let r = get_raw(&format!("{}/healthz", server.base)).await;
+    assert_eq!(r.status, 200);
+    // Operators can tell which build runs and how deep the webhook outbox is.
+    let text = server.metrics_text().await;
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        support::server::sum_metric(&text, "hawker_build_info", &[&version]),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hawker_webhook_outbox_pending ")),
+        "no outbox gauge"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_and_405_say_what_is_allowed() {
+    support::init_logging();
+    let server = TestServer::start(1, |_| {}).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for kind in ["whip", "whep"] {
+        let url = format!("{}/{kind}/demo", server.base);
+        let r = client
+            .request(reqwest::Method::OPTIONS, &url)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "OPTIONS {kind}: {}", r.status());
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(h("accept-post"), "application/sdp", "OPTIONS {kind}");
+        assert!(
+            h("allow").contains("POST"),
+            "OPTIONS {kind} Allow: {:?}",
+            h("allow")
+        );
+        // A method the endpoint does not take: 405 with Allow.
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405, "GET {kind}");
+        let allow = r
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(allow.contains("POST"), "GET {kind}: Allow {allow:?}");
+        let r = client.put(format!("{url}/deadbeef")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405, "PUT {kind} session");
+        assert!(
+            r.headers().get("allow").is_some(),
+            "PUT {kind} session: no Allow"
+        );
+    }
+    server.stop().await;
+}
