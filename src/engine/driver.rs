@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::{mpsc, oneshot};
 
-use super::shard::{Core, Dest};
+use super::shard::Core;
 use super::{Error, Event, Msg, PeerId, Reply};
 
 /// mio token of the socket.
@@ -204,31 +204,16 @@ impl Driver {
             }
             core.transmits.clear();
         }
-        let me = core.settings().index;
-        let mut woken = vec![false; self.shards.len()];
-        for (dest, msg) in core.outbox.drain(..) {
-            match dest {
-                Dest::Shard(i) => {
-                    let _ = self.shards[i].tx.send(Envelope::plain(msg));
-                    woken[i] = true;
+        if !core.outbox.is_empty() {
+            let me = core.settings().index;
+            for (_, s) in self.shards.iter().enumerate().filter(|&(i, _)| i != me) {
+                for m in &core.outbox {
+                    let _ = s.tx.send(Envelope::plain(m.to_msg()));
                 }
-                Dest::Others => {
-                    for (i, s) in self.shards.iter().enumerate() {
-                        if i == me {
-                            continue;
-                        }
-                        if let Some(m) = msg.share() {
-                            let _ = s.tx.send(Envelope::plain(m));
-                            woken[i] = true;
-                        }
-                    }
-                }
+                // One wake per shard per loop pass, however many messages.
+                let _ = s.waker.wake();
             }
-        }
-        for (i, w) in woken.into_iter().enumerate() {
-            if w {
-                let _ = self.shards[i].waker.wake();
-            }
+            core.outbox.clear();
         }
         for ev in core.events.drain(..) {
             let _ = self.events.send(ev);

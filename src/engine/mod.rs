@@ -190,18 +190,6 @@ pub enum Msg {
     Shutdown,
 }
 
-impl Msg {
-    /// A copy for another shard, for the messages that go to several shards.
-    pub fn share(&self) -> Option<Msg> {
-        match self {
-            Msg::Media(p) => Some(Msg::Media(p.clone())),
-            Msg::KeyframeWanted(s) => Some(Msg::KeyframeWanted(s.clone())),
-            Msg::Text(t, s) => Some(Msg::Text(t.clone(), s.clone())),
-            Msg::Add(_) | Msg::Remove(_) | Msg::Shutdown => None,
-        }
-    }
-}
-
 /// A shard's answer to a [`Msg::Add`] or [`Msg::Remove`].
 #[derive(Debug)]
 pub enum Reply {

@@ -33,7 +33,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
 use crate::codec::Codec;
-use crate::engine::shard::{self, Core, Dest, Settings};
+use crate::engine::shard::{self, Core, Settings, ToOthers};
 use crate::engine::{AddPeer, Clock, Error, Event, Msg, PeerId, Reply, Role, ShowSpec};
 use crate::metrics::{Metrics, ShardMetrics};
 pub use net::Link;
@@ -265,9 +265,8 @@ impl Sim {
             vseq: 0,
             aseq: 0,
         }));
-        self.add(show, Role::Publisher, shard, addr, link, offer, |id| {
-            (rtc, pending, mids, kind, id)
-        })
+        let client = (rtc, pending, mids, kind);
+        self.add(show, Role::Publisher, shard, addr, link, offer, client)
     }
 
     /// WHEP: a viewer of `show` on `shard` (`None`: the least loaded), behind `link`.
@@ -280,9 +279,8 @@ impl Sim {
         let addr = self.client_addr();
         let mut rtc = client::rtc(self.now, addr, client::Offer::Any);
         let (offer, pending, mids) = client::viewer_offer(&mut rtc);
-        self.add(show, Role::Viewer, shard, addr, link, offer, |id| {
-            (rtc, pending, mids, peer::Kind::Viewer, id)
-        })
+        let client = (rtc, pending, mids, peer::Kind::Viewer);
+        self.add(show, Role::Viewer, shard, addr, link, offer, client)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -294,14 +292,11 @@ impl Sim {
         addr: SocketAddr,
         link: Link,
         offer: SdpOffer,
-        parts: impl FnOnce(
-            PeerId,
-        ) -> (
+        client: (
             str0m::Rtc,
             str0m::change::SdpPendingOffer,
             client::Mids,
             peer::Kind,
-            PeerId,
         ),
     ) -> Result<Handle, Error> {
         let id = self.next_id;
@@ -326,7 +321,7 @@ impl Sim {
             }
         });
         let answer = answer.unwrap_or(Err(Error::ShuttingDown))?;
-        let (mut rtc, pending, mids, kind, id) = parts(id);
+        let (mut rtc, pending, mids, kind) = client;
         client::accept(&mut rtc, pending, &answer).map_err(|e| Error::Offer(e.to_string()))?;
         self.net.attach(addr, link);
         let h = self.peers.len();
@@ -542,18 +537,13 @@ impl Sim {
                 }
                 self.events.push((now, ev));
             }
-            let outbox: Vec<(Dest, Msg)> = self.cores[i].outbox.drain(..).collect();
-            for (dest, msg) in outbox {
-                let deliveries: Vec<(usize, Msg)> = match dest {
-                    Dest::Shard(j) => vec![(j, msg)],
-                    Dest::Others => (0..self.cores.len())
-                        .filter(|&j| j != i)
-                        .filter_map(|j| msg.share().map(|m| (j, m)))
-                        .collect(),
-                };
-                for (j, m) in deliveries {
-                    self.cores[j].handle_msg(now, m);
-                    // The receiving driver runs its timers in the same loop pass.
+            let outbox: Vec<ToOthers> = self.cores[i].outbox.drain(..).collect();
+            for j in (0..self.cores.len()).filter(|&j| j != i) {
+                for m in &outbox {
+                    self.cores[j].handle_msg(now, m.to_msg());
+                }
+                // The receiving driver runs its timers in the same loop pass.
+                if !outbox.is_empty() {
                     self.cores[j].handle_timeout(now);
                     pending.push(j);
                 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use str0m::media::KeyframeRequestKind;
 use str0m::rtp::RtpPacket;
 
-use super::{Core, Dest};
+use super::{Core, ToOthers};
 use crate::codec::{is_keyframe_start, Codec};
 use crate::engine::forwarder::{self, Incoming, SourceMap, Track};
 use crate::engine::keyframe::Gate;
-use crate::engine::{Clock, MediaPacket, Msg, ShowSpec};
+use crate::engine::{Clock, MediaPacket, ShowSpec};
 
 /// The show state that lives on its home shard.
 pub(super) struct Home {
@@ -134,7 +134,7 @@ impl Core {
             payload: pkt.payload.clone(),
             arrival: now,
         });
-        self.outbox.push((Dest::Others, Msg::Media(mp.clone())));
+        self.outbox.push(ToOthers::Media(mp.clone()));
         self.fanout(now, &mp);
     }
 
@@ -144,8 +144,7 @@ impl Core {
         if self.shows.get(show).is_some_and(|s| s.home.is_some()) {
             self.keyframe_wanted(now, show);
         } else {
-            self.outbox
-                .push((Dest::Others, Msg::KeyframeWanted(show.clone())));
+            self.outbox.push(ToOthers::KeyframeWanted(show.clone()));
         }
     }
 

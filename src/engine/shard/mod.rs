@@ -3,7 +3,7 @@
 //! through queues the caller drains, as with `str0m::Rtc` and `quinn_proto::Connection`:
 //!
 //! * [`Core::transmits`]: datagrams to send from the shard's socket;
-//! * [`Core::outbox`]: messages for other shards ([`Dest`]);
+//! * [`Core::outbox`]: what every other shard must hear ([`ToOthers`]);
 //! * [`Core::events`]: what the control plane hears about (peer life-cycle, data-channel text);
 //! * [`Core::replies`]: the answers to [`Msg::Add`] and [`Msg::Remove`].
 //!
@@ -33,7 +33,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
 
 use super::forwarder::Track;
-use super::{AddPeer, Event, Msg, PeerId, Reply, Role, EVENTS_LABEL};
+use super::{AddPeer, Event, MediaPacket, Msg, PeerId, Reply, Role, EVENTS_LABEL};
 use crate::metrics::ShardMetrics;
 use egress::Outgoing;
 use ingest::Home;
@@ -58,13 +58,23 @@ pub struct Settings {
     pub keyframe_cache_age: Duration,
 }
 
-/// Where a cross-shard message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dest {
-    /// One shard.
-    Shard(usize),
-    /// Every other shard.
-    Others,
+/// What a shard tells every other shard. Both carry `Arc`s: one allocation, shared.
+#[derive(Debug, Clone)]
+pub enum ToOthers {
+    /// A publisher packet in the show's numbering, for their viewers.
+    Media(Arc<MediaPacket>),
+    /// A local viewer wants a keyframe of this show (the home shard acts on it).
+    KeyframeWanted(Arc<str>),
+}
+
+impl ToOthers {
+    /// The message one other shard receives.
+    pub fn to_msg(&self) -> Msg {
+        match self {
+            ToOthers::Media(p) => Msg::Media(p.clone()),
+            ToOthers::KeyframeWanted(s) => Msg::KeyframeWanted(s.clone()),
+        }
+    }
 }
 
 /// Delay between a viewer's `Connected` and its first media: our `Connected` can precede the
@@ -105,8 +115,8 @@ pub struct Core {
     rtc_events: Vec<RtcEvent>,
     /// Datagrams to send.
     pub transmits: Vec<Transmit>,
-    /// Messages for other shards.
-    pub outbox: Vec<(Dest, Msg)>,
+    /// For every other shard.
+    pub outbox: Vec<ToOthers>,
     /// Peer life-cycle and data-channel traffic, for the control plane.
     pub events: Vec<Event>,
     /// Answers to [`Msg::Add`] and [`Msg::Remove`].
