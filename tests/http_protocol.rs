@@ -281,3 +281,213 @@ async fn options_and_405_say_what_is_allowed() {
     }
     server.stop().await;
 }
+
+/// An offer built by a str0m client with `codecs` for video and `media` lines in `dir`.
+fn offer_with(
+    video_codecs: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig,
+    media: &[(MediaKind, Direction)],
+) -> String {
+    let now = Instant::now();
+    let b = str0m::Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false);
+    let mut rtc = video_codecs(b).build(now);
+    let cand = str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap();
+    rtc.add_local_candidate(cand);
+    let mut api = rtc.sdp_api();
+    for (kind, dir) in media {
+        api.add_media(*kind, *dir, None, None, None);
+    }
+    api.add_channel("events".into());
+    let (offer, _pending) = api.apply().expect("offer");
+    offer.to_sdp_string()
+}
+
+/// Directions of the answer's audio and video m-lines.
+fn media_directions(answer: &str) -> Vec<String> {
+    let mut dirs = Vec::new();
+    let mut in_media = false;
+    for l in answer.lines() {
+        if l.starts_with("m=") {
+            in_media = l.starts_with("m=video") || l.starts_with("m=audio");
+        } else if in_media
+            && matches!(l, "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive")
+        {
+            dirs.push(l[2..].to_string());
+        }
+    }
+    dirs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_one_way_even_to_sendrecv_offers() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| cfg.shows.seed_demo = false).await;
+    let tok = server.token("oneway", Role::Publisher, "seller");
+    let r = post_raw(
+        &server.whip("oneway"),
+        Some(SDP),
+        Some(&tok),
+        offer(Direction::SendRecv),
+    )
+    .await;
+    assert_eq!(r.status, 201, "WHIP sendrecv: {}", r.body);
+    assert_eq!(
+        media_directions(&r.body),
+        ["recvonly", "recvonly"],
+        "WHIP answer"
+    );
+    let r = post_raw(
+        &server.whep("oneway"),
+        Some(SDP),
+        None,
+        offer(Direction::SendRecv),
+    )
+    .await;
+    assert_eq!(r.status, 201, "WHEP sendrecv: {}", r.body);
+    assert_eq!(
+        media_directions(&r.body),
+        ["sendonly", "sendonly"],
+        "WHEP answer"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_video_and_extra_tracks_are_refused() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| cfg.shows.seed_demo = false).await;
+    server.create_show("picky").await;
+    let tok = server.token("picky", Role::Publisher, "seller");
+    let av = [
+        (MediaKind::Video, Direction::SendOnly),
+        (MediaKind::Audio, Direction::SendOnly),
+    ];
+
+    // VP9 (or AV1/HEVC from OBS) with good Opus: refused with a reason, not taken audio-only.
+    let vp9 = offer_with(|b| b.enable_vp9(true), &av);
+    let r = post_raw(&server.whip("picky"), Some(SDP), Some(&tok), vp9).await;
+    assert_eq!(r.status, 422, "VP9-only WHIP: {}", r.body);
+    assert!(r.body.contains("video"), "reason: {}", r.body);
+    assert!(
+        server.app().registry.shows()[0].publisher.lock().is_none(),
+        "a refused publisher keeps no slot"
+    );
+
+    // Two video tracks: refused, not merged into one.
+    let two = offer_with(
+        |b| b.enable_h264(true),
+        &[
+            (MediaKind::Video, Direction::SendOnly),
+            (MediaKind::Video, Direction::SendOnly),
+            (MediaKind::Audio, Direction::SendOnly),
+        ],
+    );
+    let r = post_raw(&server.whip("picky"), Some(SDP), Some(&tok), two).await;
+    assert_eq!(r.status, 422, "two-video WHIP: {}", r.body);
+    assert!(r.body.contains("at most one video"), "reason: {}", r.body);
+    let two_audio = offer_with(
+        |b| b.enable_h264(true),
+        &[
+            (MediaKind::Video, Direction::RecvOnly),
+            (MediaKind::Audio, Direction::RecvOnly),
+            (MediaKind::Audio, Direction::RecvOnly),
+        ],
+    );
+    let r = post_raw(&server.whep("picky"), Some(SDP), None, two_audio).await;
+    assert_eq!(r.status, 422, "two-audio WHEP: {}", r.body);
+
+    // The same publisher with H.264 is taken.
+    let h264 = offer_with(|b| b.enable_h264(true), &av);
+    let r = post_raw(&server.whip("picky"), Some(SDP), Some(&tok), h264).await;
+    assert_eq!(r.status, 201, "H.264 WHIP: {}", r.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_methods_answer_405_and_cors_lists_only_working_ones() {
+    support::init_logging();
+    let server = TestServer::start(1, |_| {}).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let allow = |r: &reqwest::Response| {
+        r.headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    for kind in ["whip", "whep"] {
+        let url = format!("{}/{kind}/demo", server.base);
+        // RFC 9725 §4.2: GET, HEAD and PUT on the endpoint are 405.
+        for m in [
+            reqwest::Method::GET,
+            reqwest::Method::HEAD,
+            reqwest::Method::PUT,
+        ] {
+            let r = client.request(m.clone(), &url).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 405, "{m} {kind} endpoint");
+            assert_eq!(allow(&r), "OPTIONS, POST", "{m} {kind} endpoint");
+        }
+        // And GET, HEAD, POST, PUT, PATCH on a session URL.
+        let session = format!("{url}/deadbeef");
+        for m in [
+            reqwest::Method::GET,
+            reqwest::Method::HEAD,
+            reqwest::Method::POST,
+            reqwest::Method::PUT,
+            reqwest::Method::PATCH,
+        ] {
+            let r = client.request(m.clone(), &session).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 405, "{m} {kind} session");
+            assert_eq!(allow(&r), "DELETE, OPTIONS", "{m} {kind} session");
+        }
+        // A browser preflight is not offered PATCH, which always fails.
+        let r = client
+            .request(reqwest::Method::OPTIONS, &session)
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "DELETE")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "preflight: {}", r.status());
+        let methods = r
+            .headers()
+            .get("access-control-allow-methods")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(methods.contains("DELETE"), "preflight: {methods:?}");
+        assert!(!methods.contains("PATCH"), "preflight: {methods:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn location_honours_public_url() {
+    support::init_logging();
+    let server = TestServer::start(1, |cfg| {
+        cfg.shows.seed_demo = false;
+        cfg.http.public_url = Some("https://live.example.com/sfu/".into());
+    })
+    .await;
+    let tok = server.token("proxied", Role::Publisher, "seller");
+    let r = post_raw(
+        &server.whip("proxied"),
+        Some(SDP),
+        Some(&tok),
+        offer(Direction::SendOnly),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let loc = r.headers["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with("https://live.example.com/sfu/whip/proxied/"),
+        "Location {loc:?}"
+    );
+    // The session it names is the one DELETE ends (the proxy strips the prefix).
+    let path = loc.trim_start_matches("https://live.example.com/sfu");
+    let r = support::server::delete_raw(&format!("{}{path}", server.base)).await;
+    assert_eq!(r.status, 200, "DELETE {path}");
+    server.stop().await;
+}

@@ -78,6 +78,7 @@ impl From<crate::engine::Error> for ApiError {
             E::NoCodec(m) => {
                 ApiError::Unprocessable(format!("offer has no codec this show can use: {m}"))
             }
+            E::Unsupported(m) => ApiError::Unprocessable(format!("offer not supported: {m}")),
             E::Full => ApiError::Unavailable("server at capacity".into()),
             E::ShuttingDown => ApiError::Unavailable("server shutting down".into()),
         }

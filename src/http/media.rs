@@ -63,8 +63,15 @@ fn new_session_id() -> String {
     hex::encode(b)
 }
 
-fn answer_response(kind: &str, show: &str, session: &str, answer: String) -> Response {
-    let location = format!("/{kind}/{show}/{session}");
+/// The session URL: absolute under `http.public_url` when one is set (a proxy may mount hawker
+/// under a path prefix or another host, where a bare `/whip/...` would miss), otherwise a path
+/// relative to the request's origin.
+pub fn session_location(public_url: Option<&str>, kind: &str, show: &str, session: &str) -> String {
+    let base = public_url.map(|u| u.trim_end_matches('/')).unwrap_or("");
+    format!("{base}/{kind}/{show}/{session}")
+}
+
+fn answer_response(location: String, session: &str, answer: String) -> Response {
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -146,7 +153,9 @@ pub async fn whip_post(
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(show = %show_id, session = %crate::shows::log_id(&session_id),
                 "publisher joined");
-            Ok(answer_response("whip", &show_id, &session_id, answer))
+            let location =
+                session_location(app.cfg.http.public_url.as_deref(), "whip", &show_id, &session_id);
+            Ok(answer_response(location, &session_id, answer))
         }
         Err(e) => {
             app.registry.remove_by_peer(peer);
@@ -218,7 +227,9 @@ pub async fn whep_post(
                 .signalling_seconds
                 .with_label_values(&["whep"])
                 .observe(started.elapsed().as_secs_f64());
-            Ok(answer_response("whep", &show_id, &session_id, answer))
+            let location =
+                session_location(app.cfg.http.public_url.as_deref(), "whep", &show_id, &session_id);
+            Ok(answer_response(location, &session_id, answer))
         }
         Err(e) => {
             app.registry.remove_by_peer(peer);
@@ -247,15 +258,31 @@ pub async fn session_delete(
     Ok(StatusCode::OK)
 }
 
-/// Trickle ICE and ICE restarts are not supported: the answer carries every candidate.
-pub async fn session_patch() -> Response {
+/// Every method but `DELETE` on a session URL (RFC 9725 §4.3, §4.4): 405 with `Allow`.
+/// `PATCH` gets a reason, since trickle ICE and ICE restarts are what a client would use it for.
+pub async fn session_other(method: axum::http::Method) -> Response {
+    let why = if method == axum::http::Method::PATCH {
+        "trickle ICE and ICE restarts are not supported; the answer carries all candidates \
+         (ICE-lite)\n"
+    } else {
+        "a session URL takes DELETE only\n"
+    };
+    let mut r = (StatusCode::METHOD_NOT_ALLOWED, why).into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
+    r
+}
+
+/// `GET`, `HEAD`, `PUT` and anything else but `POST`/`OPTIONS` on a WHIP or WHEP endpoint:
+/// 405 with `Allow` (RFC 9725 §4.2 reserves these methods).
+pub async fn endpoint_other() -> Response {
     let mut r = (
         StatusCode::METHOD_NOT_ALLOWED,
-        "trickle ICE is not supported; the answer carries all candidates (ICE-lite)\n",
+        "this endpoint takes POST with an SDP offer (application/sdp)\n",
     )
         .into_response();
     r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+        .insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
     r
 }
 

@@ -21,6 +21,7 @@ use error::ApiError;
 
 /// The public router.
 pub fn router(app: Arc<App>) -> Router {
+    // Only methods that some route takes: PATCH (trickle ICE) always answers 405.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -28,7 +29,6 @@ pub fn router(app: Arc<App>) -> Router {
             Method::POST,
             Method::PUT,
             Method::DELETE,
-            Method::PATCH,
             Method::OPTIONS,
         ])
         .allow_headers([
@@ -41,19 +41,23 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(
             "/whip/{show}",
-            post(media::whip_post).options(media::endpoint_options),
+            post(media::whip_post)
+                .options(media::endpoint_options)
+                .fallback(media::endpoint_other),
         )
         .route(
             "/whip/{show}/{session}",
-            axum::routing::delete(media::session_delete).patch(media::session_patch),
+            axum::routing::delete(media::session_delete).fallback(media::session_other),
         )
         .route(
             "/whep/{show}",
-            post(media::whep_post).options(media::endpoint_options),
+            post(media::whep_post)
+                .options(media::endpoint_options)
+                .fallback(media::endpoint_other),
         )
         .route(
             "/whep/{show}/{session}",
-            axum::routing::delete(media::session_delete).patch(media::session_patch),
+            axum::routing::delete(media::session_delete).fallback(media::session_other),
         )
         .route("/healthz", get(healthz))
         .nest("/api/v1", api::router())
