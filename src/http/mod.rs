@@ -36,7 +36,13 @@ pub fn router(app: Arc<App>) -> Router {
             header::CONTENT_TYPE,
             header::IF_MATCH,
         ])
-        .expose_headers([header::LOCATION, header::ETAG, header::LINK]);
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static(media::VIEWER_HEADER),
+        ]);
     let limit = app.cfg.http.max_body_bytes;
     Router::new()
         .route(
@@ -138,6 +144,11 @@ async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> i
     if let Ok(n) = app.store.outbox_pending().await {
         app.metrics
             .webhook_outbox_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    if let Ok(n) = app.store.outbox_dead().await {
+        app.metrics
+            .webhook_outbox_dead
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     (

@@ -288,7 +288,7 @@ async fn buy(app: &App, s: &Session, b: protocol::Buy) {
             {
                 app.metrics
                     .highlight_buys
-                    .with_label_values(&[&*s.show.id, res.sku.as_str()])
+                    .with_label_values(&[&*s.show.id])
                     .inc();
             }
         }
@@ -393,7 +393,7 @@ pub async fn seller_action(
             };
             app.metrics
                 .highlights
-                .with_label_values(&[show, &sku])
+                .with_label_values(&[show])
                 .inc();
             (
                 "highlight",
