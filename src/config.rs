@@ -81,6 +81,9 @@ pub struct Http {
     pub max_sessions_per_ip: usize,
     /// WHEP sessions open at once in one show at most (0: no cap); more get 429.
     pub max_viewers_per_show: usize,
+    /// WHIP/WHEP sessions open at once under one token subject (`sub`, or one anonymous
+    /// viewer id) at most (0: no cap); more get 429. Bounds what one leaked token can open.
+    pub max_sessions_per_token: usize,
     /// The `Retry-After` (seconds) of a 429 for a session cap.
     pub retry_after_secs: u32,
 }
@@ -198,6 +201,7 @@ impl Default for Http {
             max_connections: 4096,
             max_sessions_per_ip: 0,
             max_viewers_per_show: 0,
+            max_sessions_per_token: 0,
             retry_after_secs: 5,
         }
     }

@@ -108,6 +108,8 @@ pub struct Caps {
     pub per_ip: usize,
     /// Viewer sessions in one show.
     pub viewers_per_show: usize,
+    /// Sessions under one token subject.
+    pub per_sub: usize,
 }
 
 /// Which cap refused a session.
@@ -117,6 +119,8 @@ pub enum Capped {
     Ip,
     /// `http.max_viewers_per_show`.
     Show,
+    /// `http.max_sessions_per_token`.
+    Token,
 }
 
 impl Capped {
@@ -125,6 +129,7 @@ impl Capped {
         match self {
             Capped::Ip => "ip",
             Capped::Show => "show",
+            Capped::Token => "token",
         }
     }
 }
@@ -144,6 +149,7 @@ pub struct Registry {
 struct Counts {
     per_ip: HashMap<IpAddr, usize>,
     viewers_per_show: HashMap<Arc<str>, usize>,
+    per_sub: HashMap<String, usize>,
 }
 
 impl Counts {
@@ -154,6 +160,7 @@ impl Counts {
         if s.role == Role::Viewer {
             *self.viewers_per_show.entry(s.show.id.clone()).or_default() += 1;
         }
+        *self.per_sub.entry(s.sub.clone()).or_default() += 1;
     }
 
     fn remove(&mut self, s: &Session) {
@@ -171,6 +178,7 @@ impl Counts {
         if s.role == Role::Viewer {
             dec(&mut self.viewers_per_show, &s.show.id);
         }
+        dec(&mut self.per_sub, &s.sub);
     }
 }
 
@@ -236,6 +244,9 @@ impl Registry {
             if n >= caps.viewers_per_show {
                 return Err(Capped::Show);
             }
+        }
+        if caps.per_sub > 0 && counts.per_sub.get(&s.sub).copied().unwrap_or(0) >= caps.per_sub {
+            return Err(Capped::Token);
         }
         counts.add(&s);
         drop(counts);

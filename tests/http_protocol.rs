@@ -695,8 +695,12 @@ async fn session_caps_answer_429_with_retry_after() {
         2.0
     );
     server.stop().await;
+}
 
-    // Per show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_per_show_cap_answers_429() {
+    support::init_logging();
+    let view = offer(Direction::RecvOnly);
     let server = TestServer::start(1, |cfg| {
         cfg.shows.seed_demo = false;
         cfg.http.max_viewers_per_show = 2;
@@ -723,5 +727,41 @@ async fn session_caps_answer_429_with_retry_after() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_token_cap_answers_429() {
+    support::init_logging();
+    let view = offer(Direction::RecvOnly);
+    let server = TestServer::start(1, |cfg| {
+        cfg.shows.seed_demo = false;
+        cfg.http.max_sessions_per_token = 2;
+    })
+    .await;
+    server.create_show("leaky").await;
+    let alice = server.token("leaky", Role::Viewer, "alice");
+    for i in 0..2 {
+        let r = post_raw(&server.whep("leaky"), Some(SDP), Some(&alice), view.clone()).await;
+        assert_eq!(r.status, 201, "alice {i}: {}", r.body);
+    }
+    let r = post_raw(&server.whep("leaky"), Some(SDP), Some(&alice), view.clone()).await;
+    assert_eq!(r.status, 429, "a third session under one token: {}", r.body);
+    assert!(r.headers.get("retry-after").is_some());
+    let bob = server.token("leaky", Role::Viewer, "bob");
+    let r = post_raw(&server.whep("leaky"), Some(SDP), Some(&bob), view.clone()).await;
+    assert_eq!(r.status, 201, "another subject: {}", r.body);
+    // One anonymous id shared by many clients is capped the same way.
+    let r = post_raw(&server.whep("leaky"), Some(SDP), None, view.clone()).await;
+    let id = r.headers["x-hawker-viewer"].to_str().unwrap().to_string();
+    let url = format!("{}?viewer={id}", server.whep("leaky"));
+    assert_eq!(post_raw(&url, Some(SDP), None, view.clone()).await.status, 201);
+    assert_eq!(post_raw(&url, Some(SDP), None, view.clone()).await.status, 429);
+    assert_eq!(
+        server
+            .metric("hawker_sessions_capped_total", "cap=\"token\"")
+            .await,
+        2.0
+    );
     server.stop().await;
 }

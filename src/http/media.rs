@@ -32,6 +32,7 @@ fn add_capped(app: &App, s: Session) -> Result<(), ApiError> {
     let caps = Caps {
         per_ip: app.cfg.http.max_sessions_per_ip,
         viewers_per_show: app.cfg.http.max_viewers_per_show,
+        per_sub: app.cfg.http.max_sessions_per_token,
     };
     app.registry.try_add_session(s, caps).map_err(|c| {
         app.metrics
@@ -41,6 +42,9 @@ fn add_capped(app: &App, s: Session) -> Result<(), ApiError> {
         let why = match c {
             Capped::Ip => "too many sessions from this address (http.max_sessions_per_ip)",
             Capped::Show => "this show has as many viewers as it takes (http.max_viewers_per_show)",
+            Capped::Token => {
+                "too many sessions under this token subject (http.max_sessions_per_token)"
+            }
         };
         ApiError::TooManyRequests(why.into(), app.cfg.http.retry_after_secs)
     })
