@@ -240,7 +240,11 @@ impl Registry {
             }
         }
         if caps.viewers_per_show > 0 && s.role == Role::Viewer {
-            let n = counts.viewers_per_show.get(&s.show.id).copied().unwrap_or(0);
+            let n = counts
+                .viewers_per_show
+                .get(&s.show.id)
+                .copied()
+                .unwrap_or(0);
             if n >= caps.viewers_per_show {
                 return Err(Capped::Show);
             }

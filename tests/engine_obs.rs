@@ -50,7 +50,10 @@ fn first_keyframe_after_connect(sim: &Sim, v: Handle) -> Duration {
     let p = sim.peer(v);
     let connected = p.connected_at.expect("viewer connected");
     let first = p.first_video().expect("viewer got video");
-    assert!(first.keyframe, "viewer {v}: first video packet not a keyframe");
+    assert!(
+        first.keyframe,
+        "viewer {v}: first video packet not a keyframe"
+    );
     first.at - connected
 }
 

@@ -234,7 +234,11 @@ async fn connections_over_the_cap_are_closed_at_once() {
         "no outbox gauge"
     );
     // Process metrics from /proc: this process has some CPU time, memory and open sockets.
-    for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
         let v = support::server::sum_metric(&text, name, &[]);
         assert!(v > 0.0, "{name} = {v}");
     }
@@ -319,8 +323,7 @@ fn media_directions(answer: &str) -> Vec<String> {
     for l in answer.lines() {
         if l.starts_with("m=") {
             in_media = l.starts_with("m=video") || l.starts_with("m=audio");
-        } else if in_media
-            && matches!(l, "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive")
+        } else if in_media && matches!(l, "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive")
         {
             dirs.push(l[2..].to_string());
         }
@@ -546,7 +549,10 @@ async fn a_reconnecting_publisher_replaces_its_lost_session() {
             serde_json::json!({"role": "publisher", "sub": "x", "ttl_secs": 100_000_000}),
             "ttl too long",
         ),
-        (serde_json::json!({"role": "publisher", "sub": ""}), "no sub"),
+        (
+            serde_json::json!({"role": "publisher", "sub": ""}),
+            "no sub",
+        ),
     ] {
         assert_eq!(mint(bad, admin.clone()).await.0, 400, "{why}");
     }
@@ -630,7 +636,12 @@ async fn anonymous_viewer_ids_are_issued_not_chosen() {
 
     // A chosen id, or someone else's id with a made-up tag, is refused.
     let other_tag = format!("{id}x.{tag}");
-    for chosen in ["alice", "v7", other_tag.as_str(), &format!("{id}.{}", "0".repeat(32))] {
+    for chosen in [
+        "alice",
+        "v7",
+        other_tag.as_str(),
+        &format!("{id}.{}", "0".repeat(32)),
+    ] {
         let url = format!("{}?viewer={chosen}", server.whep("anon"));
         let r = post_raw(&url, Some(SDP), None, view.clone()).await;
         assert_eq!(r.status, 403, "?viewer={chosen}: {}", r.body);
@@ -755,8 +766,14 @@ async fn sessions_per_token_cap_answers_429() {
     let r = post_raw(&server.whep("leaky"), Some(SDP), None, view.clone()).await;
     let id = r.headers["x-hawker-viewer"].to_str().unwrap().to_string();
     let url = format!("{}?viewer={id}", server.whep("leaky"));
-    assert_eq!(post_raw(&url, Some(SDP), None, view.clone()).await.status, 201);
-    assert_eq!(post_raw(&url, Some(SDP), None, view.clone()).await.status, 429);
+    assert_eq!(
+        post_raw(&url, Some(SDP), None, view.clone()).await.status,
+        201
+    );
+    assert_eq!(
+        post_raw(&url, Some(SDP), None, view.clone()).await.status,
+        429
+    );
     assert_eq!(
         server
             .metric("hawker_sessions_capped_total", "cap=\"token\"")

@@ -298,8 +298,8 @@ async fn rate_limit_and_max_qty() {
         |i| format!("{whep}?viewer={}", keys.sign_anon_viewer(&format!("l{i}"))),
         dc_viewer_opts(),
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     for v in &vs {
         live::wait_json(
             "snapshot",

@@ -1093,11 +1093,19 @@ async fn a_delivery_failing_past_the_dead_letter_age_is_given_up() {
         assert!(Instant::now() < deadline, "events never given up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(store.outbox_pending().await.unwrap(), 0, "dead is not pending");
+    assert_eq!(
+        store.outbox_pending().await.unwrap(),
+        0,
+        "dead is not pending"
+    );
     // No more attempts once dead.
     let hits = down.hits.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(down.hits.load(Ordering::SeqCst), hits, "retried after death");
+    assert_eq!(
+        down.hits.load(Ordering::SeqCst),
+        hits,
+        "retried after death"
+    );
     // The healthy endpoint got each event once; the last error is kept for operators.
     assert_eq!(healthy.ok.lock().len() as u64, events);
     let last_error: Option<String> = store

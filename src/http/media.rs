@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::App;
 use crate::auth::Role as TokenRole;
 use crate::engine::Role;
-use crate::shows::{Caps, Capped, Session};
+use crate::shows::{Capped, Caps, Session};
 
 /// Response header carrying an anonymous viewer's server-signed id (present it back as
 /// `?viewer=` to keep the same buyer id across reconnects).
@@ -224,8 +224,12 @@ pub async fn whip_post(
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(show = %show_id, session = %crate::shows::log_id(&session_id),
                 "publisher joined");
-            let location =
-                session_location(app.cfg.http.public_url.as_deref(), "whip", &show_id, &session_id);
+            let location = session_location(
+                app.cfg.http.public_url.as_deref(),
+                "whip",
+                &show_id,
+                &session_id,
+            );
             Ok(answer_response(location, &session_id, answer))
         }
         Err(e) => {
@@ -319,8 +323,12 @@ pub async fn whep_post(
                 .signalling_seconds
                 .with_label_values(&["whep"])
                 .observe(started.elapsed().as_secs_f64());
-            let location =
-                session_location(app.cfg.http.public_url.as_deref(), "whep", &show_id, &session_id);
+            let location = session_location(
+                app.cfg.http.public_url.as_deref(),
+                "whep",
+                &show_id,
+                &session_id,
+            );
             let mut resp = answer_response(location, &session_id, answer);
             if let Some(v) = signed_anon.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 resp.headers_mut().insert(VIEWER_HEADER, v);

@@ -391,10 +391,7 @@ pub async fn seller_action(
                 });
                 id
             };
-            app.metrics
-                .highlights
-                .with_label_values(&[show])
-                .inc();
+            app.metrics.highlights.with_label_values(&[show]).inc();
             (
                 "highlight",
                 json!({"type": "highlight", "highlight_id": id, "sku": sku, "product": product_json(&p),
