@@ -117,6 +117,31 @@ impl Keys {
         derive_webhook_secret(&self.secret)
     }
 
+    /// A server-signed anonymous viewer id: `<id>.<tag>`, where `tag` is the first 16 bytes (hex)
+    /// of HMAC-SHA256(secret, `"hawker anon viewer v1:" + id`). The server hands one to each
+    /// anonymous viewer; presenting it again keeps the viewer's buys idempotent across
+    /// reconnects, and nobody without the secret can make one for an id of their choosing.
+    pub fn sign_anon_viewer(&self, id: &str) -> String {
+        format!("{id}.{}", hex::encode(anon_tag(&self.secret, id)))
+    }
+
+    /// The id inside a signed anonymous viewer id, if this server signed it.
+    pub fn verify_anon_viewer<'a>(&self, signed: &'a str) -> Option<&'a str> {
+        use hmac::{Hmac, Mac};
+        let (id, tag) = signed.rsplit_once('.')?;
+        if id.is_empty() || id.len() > 64 || tag.len() != 32 {
+            return None;
+        }
+        let tag = hex::decode(tag).ok()?;
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(ANON_CONTEXT);
+        mac.update(id.as_bytes());
+        // Constant time over the truncated tag.
+        mac.verify_truncated_left(&tag).ok()?;
+        Some(id)
+    }
+
     /// Sign a token.
     pub fn issue(&self, sub: &str, show: &str, role: Role, ttl: Duration) -> String {
         let iat = now_secs();
@@ -329,6 +354,19 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+const ANON_CONTEXT: &[u8] = b"hawker anon viewer v1:";
+
+fn anon_tag(secret: &[u8], id: &str) -> [u8; 16] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(ANON_CONTEXT);
+    mac.update(id.as_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(&full[..16]);
+    tag
+}
+
 /// The webhook signing key derived from the token secret when `commerce.webhook_secret` is
 /// unset: the lower-case hex of HMAC-SHA256(token secret, `"hawker webhook v1"`), used as the
 /// UTF-8 bytes of that hex text. A receiver holding it cannot mint tokens; `hawker
@@ -344,6 +382,25 @@ pub fn derive_webhook_secret(token_secret: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymous_ids_are_signed() {
+        let k = Keys::new(b"test-secret-0123456789abcdef-0123456789");
+        let s = k.sign_anon_viewer("3f9a0c1d2e4b");
+        assert_eq!(k.verify_anon_viewer(&s), Some("3f9a0c1d2e4b"));
+        let other = Keys::new(b"another-secret-0123456789abcdef-012345");
+        assert_eq!(other.verify_anon_viewer(&s), None, "other key");
+        let (id, tag) = s.split_once('.').unwrap();
+        for forged in [
+            "3f9a0c1d2e4b".to_string(),
+            format!("3f9a0c1d2e4c.{tag}"),
+            format!("{id}.{}", "0".repeat(32)),
+            format!("{id}.{}", &tag[..30]),
+            format!(".{tag}"),
+        ] {
+            assert_eq!(k.verify_anon_viewer(&forged), None, "{forged}");
+        }
+    }
 
     #[test]
     fn roundtrip_and_scope() {

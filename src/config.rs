@@ -76,6 +76,16 @@ pub struct Http {
     /// Open connections on the public listener at most; further ones are closed at once. Keep
     /// it below the process's file-descriptor limit minus the media sockets.
     pub max_connections: usize,
+    /// WHIP/WHEP sessions open at once from one client IP address at most (0: no cap); more
+    /// get 429 with `Retry-After`. Count a NAT or a corporate proxy as many viewers.
+    pub max_sessions_per_ip: usize,
+    /// WHEP sessions open at once in one show at most (0: no cap); more get 429.
+    pub max_viewers_per_show: usize,
+    /// WHIP/WHEP sessions open at once under one token subject (`sub`, or one anonymous
+    /// viewer id) at most (0: no cap); more get 429. Bounds what one leaked token can open.
+    pub max_sessions_per_token: usize,
+    /// The `Retry-After` (seconds) of a 429 for a session cap.
+    pub retry_after_secs: u32,
 }
 
 /// Media plane settings.
@@ -154,8 +164,13 @@ pub struct Commerce {
     pub questions_per_minute: u32,
     /// Longest question, in characters.
     pub max_question_chars: usize,
-    /// Webhook receivers: every event is POSTed to each.
+    /// Webhook receivers: every event is POSTed to each. `http://` or `https://` with a host;
+    /// checked at load.
     pub webhook_urls: Vec<String>,
+    /// An event not acknowledged by every receiver this long after it happened is given up
+    /// (a dead letter: logged, counted in `hawker_webhook_outbox_dead`, no more retries).
+    #[serde(with = "humantime_serde_compat")]
+    pub webhook_dead_after: Duration,
     /// HMAC-SHA256 key for the `X-Hawker-Signature` header, at least 32 bytes and different
     /// from the token secret. Default: derived from the token secret
     /// ([`crate::auth::derive_webhook_secret`]); `hawker webhook-secret` prints it.
@@ -184,6 +199,10 @@ impl Default for Http {
             public_url: None,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            max_sessions_per_ip: 0,
+            max_viewers_per_show: 0,
+            max_sessions_per_token: 0,
+            retry_after_secs: 5,
         }
     }
 }
@@ -239,6 +258,7 @@ impl Default for Commerce {
             questions_per_minute: 6,
             max_question_chars: 500,
             webhook_urls: Vec::new(),
+            webhook_dead_after: Duration::from_secs(3 * 24 * 3600),
             webhook_secret: None,
         }
     }
@@ -322,6 +342,14 @@ impl Config {
                 ));
             }
         }
+        for u in &self.commerce.webhook_urls {
+            check_webhook_url(u)?;
+        }
+        if self.commerce.webhook_dead_after.is_zero() {
+            return Err(Error::Invalid(
+                "commerce.webhook_dead_after must be greater than zero".into(),
+            ));
+        }
         if self.http.header_read_timeout.is_zero() {
             return Err(Error::Invalid(
                 "http.header_read_timeout must be greater than zero".into(),
@@ -363,6 +391,20 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.http.listen))
     }
+}
+
+/// A webhook URL must be absolute `http`/`https` with a host: anything else would fail on every
+/// delivery, silently, for days.
+fn check_webhook_url(u: &str) -> Result<(), Error> {
+    let bad = |why: &str| Error::Invalid(format!("commerce.webhook_urls: {u:?} {why}"));
+    let url = reqwest::Url::parse(u).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must use http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    Ok(())
 }
 
 /// Durations in the config are human strings ("500ms", "1h").
@@ -420,6 +462,28 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("must differ"), "{err}");
+    }
+
+    #[test]
+    fn webhook_urls_are_checked_at_load() {
+        for (url, why) in [
+            ("ftp://hooks.example.com/x", "http or https"),
+            ("hooks.example.com/x", "not a URL"),
+            ("http://:8080/x", "not a URL"),
+            ("https://", "not a URL"),
+            ("file:///etc/passwd", "http or https"),
+        ] {
+            let err = Config::from_toml(&format!("[commerce]\nwebhook_urls = [{url:?}]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("commerce.webhook_urls") && err.contains(why),
+                "{url}: {err}"
+            );
+        }
+        let ok = "[commerce]\nwebhook_urls = [\"https://hooks.example.com/hawker\", \"http://10.0.0.5:8080/h\"]\n";
+        Config::from_toml(ok).unwrap();
+        assert!(Config::from_toml("[commerce]\nwebhook_dead_after = \"0s\"\n").is_err());
     }
 
     #[test]

@@ -1,11 +1,19 @@
 //! Prometheus metrics, served on their own listener.
 //!
 //! Hot-path counters are `IntCounter` handles resolved once per shard (an atomic add each, no
-//! lookup, no lock). Names follow `hawker_<subsystem>_<name>_<unit|total>`.
+//! lookup, no lock). Names follow `hawker_<subsystem>_<name>_<unit|total>`, except the
+//! standard `process_*` metrics (CPU, memory, file descriptors; read from `/proc` at scrape
+//! time on Linux).
+//!
+//! Label sets stay bounded: per-show series (`hawker_highlights_total`,
+//! `hawker_highlight_buys_total`) carry the show only, never a sku, and are removed when the
+//! show ends or is deleted ([`Metrics::forget_show`]).
+
+use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All metrics.
@@ -39,9 +47,9 @@ pub struct Metrics {
     pub events_fanned_out: IntCounterVec,
     /// Time from an event's cause (seller message / API call) to its hand-off to the shards.
     pub event_fanout_seconds: Histogram,
-    /// Confirmed orders attributed to a highlight, by show and sku.
+    /// Confirmed orders attributed to a highlight, by show.
     pub highlight_buys: IntCounterVec,
-    /// Highlights shown, by show and sku.
+    /// Highlights shown, by show.
     pub highlights: IntCounterVec,
     /// WHIP/WHEP POST → answer latency.
     pub signalling_seconds: HistogramVec,
@@ -51,6 +59,99 @@ pub struct Metrics {
     pub http_connections_refused: IntCounter,
     /// Webhook events not yet delivered to every endpoint (and not dead), set at scrape time.
     pub webhook_outbox_pending: IntGauge,
+    /// Webhook events given up on (dead letters), set at scrape time.
+    pub webhook_outbox_dead: IntGauge,
+    /// WHIP sessions that replaced the same subject's previous session (lost DELETE).
+    pub publishers_replaced: IntCounter,
+    /// WHIP/WHEP sessions refused with 429, by cap (`ip`, `show`).
+    pub sessions_capped: IntCounterVec,
+    /// Anonymous WHEPs refused because `?viewer=` was not an id this server signed.
+    pub anon_ids_refused: IntCounter,
+    process: Process,
+}
+
+/// `process_*` metrics, refreshed at scrape time.
+#[derive(Clone)]
+struct Process {
+    cpu: Counter,
+    rss: Gauge,
+    open_fds: Gauge,
+    max_fds: Gauge,
+    /// Serialises refreshes: the CPU counter is advanced by the difference since the last one.
+    lock: Arc<parking_lot::Mutex<()>>,
+}
+
+impl Process {
+    fn new(r: &Registry) -> Process {
+        let cpu = Counter::new(
+            "process_cpu_seconds_total",
+            "User and system CPU time of the process, seconds",
+        )
+        .expect("valid metric");
+        r.register(Box::new(cpu.clone())).expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        Process {
+            cpu,
+            rss: gauge("process_resident_memory_bytes", "Resident set size, bytes"),
+            open_fds: gauge("process_open_fds", "Open file descriptors"),
+            max_fds: gauge("process_max_fds", "Soft limit on open file descriptors"),
+            lock: Arc::default(),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn refresh(&self) {
+        let _one = self.lock.lock();
+        if let Some((ticks, rss_pages)) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| parse_stat(&s))
+        {
+            // SAFETY: sysconf only reads a constant.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if hz > 0 {
+                let secs = ticks as f64 / hz as f64;
+                let delta = secs - self.cpu.get();
+                if delta > 0.0 {
+                    self.cpu.inc_by(delta);
+                }
+            }
+            if page > 0 {
+                self.rss.set(rss_pages as f64 * page as f64);
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // One of them is the directory handle itself.
+            self.open_fds.set(dir.count().saturating_sub(1) as f64);
+        }
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            self.max_fds.set(lim.rlim_cur as f64);
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn refresh(&self) {}
+}
+
+/// utime + stime (clock ticks) and rss (pages) from `/proc/self/stat`. The command name (field
+/// 2) may contain spaces and parentheses, so fields are counted after its last `)`.
+fn parse_stat(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: field 3 (state) is f[0], so field n is f[n - 3].
+    let utime: u64 = f.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = f.get(15 - 3)?.parse().ok()?;
+    let rss: u64 = f.get(24 - 3)?.parse().ok()?;
+    Some((utime + stime, rss))
 }
 
 /// One shard's resolved counters.
@@ -160,6 +261,10 @@ impl Metrics {
             "hawker_webhook_outbox_pending",
             "Webhook events not yet acknowledged by every endpoint",
         );
+        let webhook_outbox_dead = gauge(
+            "hawker_webhook_outbox_dead",
+            "Webhook events given up after commerce.webhook_dead_after (dead letters)",
+        );
         let http_connections_refused = IntCounter::new(
             "hawker_http_connections_refused_total",
             "Connections closed on accept because http.max_connections was reached",
@@ -180,11 +285,31 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let publishers_replaced = IntCounter::new(
+            "hawker_publishers_replaced_total",
+            "WHIP sessions that replaced a previous session of the same token subject",
+        )
+        .expect("valid metric");
+        r.register(Box::new(publishers_replaced.clone()))
+            .expect("unique metric");
+        let anon_ids_refused = IntCounter::new(
+            "hawker_anon_viewer_ids_refused_total",
+            "Anonymous WHEPs refused because ?viewer= was not an id this server signed",
+        )
+        .expect("valid metric");
+        r.register(Box::new(anon_ids_refused.clone()))
+            .expect("unique metric");
+        let process = Process::new(&r);
         let s = &["shard"];
         Metrics {
+            process,
+            anon_ids_refused,
+            sessions_capped: counter(&r, "hawker_sessions_capped_total", "WHIP/WHEP sessions refused with 429, by cap (ip: http.max_sessions_per_ip, show: http.max_viewers_per_show)", &["cap"]),
+            publishers_replaced,
             http_connections,
             http_connections_refused,
             webhook_outbox_pending,
+            webhook_outbox_dead,
             peers,
             packets_in: counter(&r, "hawker_media_packets_in_total", "RTP packets received from publishers", s),
             packets_out: counter(&r, "hawker_media_datagrams_out_total", "UDP datagrams sent", s),
@@ -207,11 +332,18 @@ impl Metrics {
             orders: counter(&r, "hawker_orders_total", "Buy requests answered, by status", &["status"]),
             events_fanned_out: counter(&r, "hawker_events_fanned_out_total", "Commerce events sent to viewers, by type", &["type"]),
             event_fanout_seconds: fanout,
-            highlight_buys: counter(&r, "hawker_highlight_buys_total", "Confirmed orders placed while a product was highlighted (conversion per highlight)", &["show", "sku"]),
-            highlights: counter(&r, "hawker_highlights_total", "Highlights shown", &["show", "sku"]),
+            highlight_buys: counter(&r, "hawker_highlight_buys_total", "Confirmed orders placed from the current highlight, by show (per sku: the orders API)", &["show"]),
+            highlights: counter(&r, "hawker_highlights_total", "Highlights shown, by show", &["show"]),
             signalling_seconds: signalling,
             registry: r,
         }
+    }
+
+    /// Drop a show's per-show series (it ended or was deleted), so label sets do not grow
+    /// with every show ever run.
+    pub fn forget_show(&self, show: &str) {
+        let _ = self.highlights.remove_label_values(&[show]);
+        let _ = self.highlight_buys.remove_label_values(&[show]);
     }
 
     /// Resolve a shard's counters once.
@@ -242,10 +374,37 @@ impl Metrics {
 
     /// Text exposition format.
     pub fn render(&self) -> String {
+        self.process.refresh();
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding to a Vec cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_after_a_name_with_spaces() {
+        let stat = "4242 (hawker (shard) 1) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 \
+                    123456789 3000 18446744073709551615";
+        assert_eq!(parse_stat(stat), Some((300, 3000)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn ended_shows_leave_no_series() {
+        let m = Metrics::new();
+        m.highlights.with_label_values(&["a"]).inc();
+        m.highlight_buys.with_label_values(&["a"]).inc();
+        m.highlights.with_label_values(&["b"]).inc();
+        m.forget_show("a");
+        let text = m.render();
+        assert!(!text.contains("show=\"a\""), "{text}");
+        assert!(text.contains("hawker_highlights_total{show=\"b\"} 1"));
+        assert!(text.contains("process_resident_memory_bytes"));
     }
 }

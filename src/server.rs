@@ -114,6 +114,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         store.clone(),
         crate::commerce::webhooks::Config {
             endpoints,
+            dead_after_ms: u64::try_from(app.cfg.commerce.webhook_dead_after.as_millis())
+                .unwrap_or(u64::MAX),
             ..Default::default()
         },
     )?;

@@ -1,6 +1,7 @@
 //! The control plane's view of shows and signalling sessions (never touched by the packet path).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -96,6 +97,41 @@ pub struct Session {
     pub sub: String,
     /// Whether the peer completed ICE+DTLS (counted in the show's viewers).
     pub connected: bool,
+    /// The client's IP address (per-address session cap), if known.
+    pub ip: Option<IpAddr>,
+}
+
+/// Caps checked when a session is added (0: no cap).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caps {
+    /// Sessions from one IP address.
+    pub per_ip: usize,
+    /// Viewer sessions in one show.
+    pub viewers_per_show: usize,
+    /// Sessions under one token subject.
+    pub per_sub: usize,
+}
+
+/// Which cap refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capped {
+    /// `http.max_sessions_per_ip`.
+    Ip,
+    /// `http.max_viewers_per_show`.
+    Show,
+    /// `http.max_sessions_per_token`.
+    Token,
+}
+
+impl Capped {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capped::Ip => "ip",
+            Capped::Show => "show",
+            Capped::Token => "token",
+        }
+    }
 }
 
 /// Shows and sessions.
@@ -104,6 +140,46 @@ pub struct Registry {
     shows: Mutex<HashMap<String, Arc<Show>>>,
     sessions: Mutex<HashMap<String, Session>>,
     by_peer: Mutex<HashMap<PeerId, String>>,
+    /// Open sessions per client address and viewer sessions per show, kept beside `sessions`
+    /// (same lock order: `sessions` first) so a cap check is O(1).
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    per_ip: HashMap<IpAddr, usize>,
+    viewers_per_show: HashMap<Arc<str>, usize>,
+    per_sub: HashMap<String, usize>,
+}
+
+impl Counts {
+    fn add(&mut self, s: &Session) {
+        if let Some(ip) = s.ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
+        if s.role == Role::Viewer {
+            *self.viewers_per_show.entry(s.show.id.clone()).or_default() += 1;
+        }
+        *self.per_sub.entry(s.sub.clone()).or_default() += 1;
+    }
+
+    fn remove(&mut self, s: &Session) {
+        fn dec<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+            if let Some(n) = m.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(k);
+                }
+            }
+        }
+        if let Some(ip) = s.ip {
+            dec(&mut self.per_ip, &ip);
+        }
+        if s.role == Role::Viewer {
+            dec(&mut self.viewers_per_show, &s.show.id);
+        }
+        dec(&mut self.per_sub, &s.sub);
+    }
 }
 
 impl Registry {
@@ -149,8 +225,38 @@ impl Registry {
 
     /// Record a session.
     pub fn add_session(&self, s: Session) {
+        let _ = self.try_add_session(s, Caps::default());
+    }
+
+    /// Record a session unless it would exceed `caps`.
+    pub fn try_add_session(&self, s: Session, caps: Caps) -> Result<(), Capped> {
+        let mut sessions = self.sessions.lock();
+        let mut counts = self.counts.lock();
+        if caps.per_ip > 0 {
+            if let Some(ip) = s.ip {
+                if counts.per_ip.get(&ip).copied().unwrap_or(0) >= caps.per_ip {
+                    return Err(Capped::Ip);
+                }
+            }
+        }
+        if caps.viewers_per_show > 0 && s.role == Role::Viewer {
+            let n = counts
+                .viewers_per_show
+                .get(&s.show.id)
+                .copied()
+                .unwrap_or(0);
+            if n >= caps.viewers_per_show {
+                return Err(Capped::Show);
+            }
+        }
+        if caps.per_sub > 0 && counts.per_sub.get(&s.sub).copied().unwrap_or(0) >= caps.per_sub {
+            return Err(Capped::Token);
+        }
+        counts.add(&s);
+        drop(counts);
         self.by_peer.lock().insert(s.peer, s.id.clone());
-        self.sessions.lock().insert(s.id.clone(), s);
+        sessions.insert(s.id.clone(), s);
+        Ok(())
     }
 
     /// A session by id.
@@ -179,7 +285,10 @@ impl Registry {
     /// Forget a session (by peer).
     pub fn remove_by_peer(&self, peer: PeerId) -> Option<Session> {
         let id = self.by_peer.lock().remove(&peer)?;
-        self.sessions.lock().remove(&id)
+        let mut sessions = self.sessions.lock();
+        let s = sessions.remove(&id)?;
+        self.counts.lock().remove(&s);
+        Some(s)
     }
 
     /// Number of sessions by role.

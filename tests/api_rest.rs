@@ -580,6 +580,18 @@ async fn rest_api_end_to_end() {
         .assert_error(404, "not_found");
 
     // --- end and delete -------------------------------------------------------------------------
+    // Per-show series carry the show, never a sku, and go when the show ends.
+    let show_label = format!("show=\"{show}\"");
+    let text = server.metrics_text().await;
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("hawker_highlights_total{"))
+        .collect();
+    assert!(
+        !series.is_empty() && series.iter().all(|l| !l.contains("sku=")),
+        "{series:?}"
+    );
+    assert!(series.iter().any(|l| l.contains(&show_label)), "{series:?}");
     api.delete(&format!("/shows/{show}"), &admin)
         .await
         .assert_error(409, "conflict");
@@ -587,6 +599,13 @@ async fn rest_api_end_to_end() {
         .call(Method::POST, &format!("/shows/{show}/end"), &admin, None)
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let text = server.metrics_text().await;
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("hawker_highlight") && l.contains(&show_label)),
+        "series of the ended show remain"
+    );
     assert_eq!(r.json["state"], "ended");
     assert!(r.json["ended_at"].is_i64(), "{}", r.text);
     assert_eq!(r.json["live"], false);

@@ -52,6 +52,12 @@ impl Drop for Proc {
     }
 }
 
+/// The signed anonymous id the server would issue for `id` (the config's secret below), so a
+/// viewer keeps its buyer id across the restart.
+fn anon_id(id: &str) -> String {
+    hawker::auth::Keys::new(b"crash-test-secret-0123456789abcdef-0123").sign_anon_viewer(id)
+}
+
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("hawker.toml");
     std::fs::write(
@@ -185,7 +191,7 @@ async fn confirmed_orders_survive_sigkill() {
     let viewers = live::connect_viewers(
         VIEWERS,
         8,
-        |i| format!("{whep}?viewer=c{i}"),
+        |i| format!("{whep}?viewer={}", anon_id(&format!("c{i}"))),
         ViewerOpts {
             audio: false,
             ..ViewerOpts::default().with_data_channel()
@@ -346,7 +352,7 @@ async fn confirmed_orders_survive_sigkill() {
     );
     // A new viewer's snapshot shows the durable stock; confirmed retries get the same order id.
     let v0 = Viewer::connect(
-        &format!("{}/whep/{SHOW}?viewer=c0", proc2.base),
+        &format!("{}/whep/{SHOW}?viewer={}", proc2.base, anon_id("c0")),
         None,
         ViewerOpts {
             audio: false,

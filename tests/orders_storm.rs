@@ -101,10 +101,13 @@ async fn storm_sells_exactly_the_stock() {
     live_show(&server, show, STOCK).await;
 
     let whep = server.whep(show);
+    // Stable anonymous ids, signed as the server would have issued them, so a viewer's orders
+    // can be found by its id.
+    let keys = &server.app().keys;
     let viewers = live::connect_viewers(
         VIEWERS,
         8,
-        |i| format!("{whep}?viewer=v{i}"),
+        |i| format!("{whep}?viewer={}", keys.sign_anon_viewer(&format!("v{i}"))),
         dc_viewer_opts(),
     )
     .await
@@ -288,9 +291,15 @@ async fn rate_limit_and_max_qty() {
     let show = "limits";
     live_show(&server, show, STOCK).await;
     let whep = server.whep(show);
-    let vs = live::connect_viewers(3, 3, |i| format!("{whep}?viewer=l{i}"), dc_viewer_opts())
-        .await
-        .unwrap();
+    let keys = &app.keys;
+    let vs = live::connect_viewers(
+        3,
+        3,
+        |i| format!("{whep}?viewer={}", keys.sign_anon_viewer(&format!("l{i}"))),
+        dc_viewer_opts(),
+    )
+    .await
+    .unwrap();
     for v in &vs {
         live::wait_json(
             "snapshot",
@@ -418,7 +427,10 @@ async fn resent_request_gets_its_first_answer_even_when_rate_limited() {
     let v = live::connect_viewers(
         1,
         1,
-        |_| format!("{}?viewer=r0", server.whep(show)),
+        |_| {
+            let id = server.app().keys.sign_anon_viewer("r0");
+            format!("{}?viewer={id}", server.whep(show))
+        },
         dc_viewer_opts(),
     )
     .await

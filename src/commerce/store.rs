@@ -53,7 +53,7 @@ use super::{
 };
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Random bytes in a generated show id (hex-encoded: 16 characters).
 const SHOW_ID_BYTES: usize = 8;
@@ -115,7 +115,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at  INTEGER NOT NULL,
     delivered_at     INTEGER,
     last_error       TEXT,
-    created_at       INTEGER NOT NULL
+    created_at       INTEGER NOT NULL,
+    dead_at          INTEGER
 ) STRICT;
 
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
@@ -297,6 +298,8 @@ pub(crate) struct Attempt {
     /// When to try again if not `done`.
     pub next_attempt_at: i64,
     pub error: Option<String>,
+    /// Not `done` and failing for longer than the dead-letter age: stop retrying.
+    pub dead: bool,
 }
 
 impl Store {
@@ -788,11 +791,25 @@ impl Store {
 
     // ---- outbox ------------------------------------------------------------------------------
 
-    /// Number of webhook events not yet acknowledged by every endpoint (for metrics).
+    /// Number of webhook events not yet acknowledged by every endpoint and still retried (for
+    /// metrics).
     pub async fn outbox_pending(&self) -> Result<u64> {
         self.read(|conn| {
             let n: i64 = conn
-                .prepare_cached("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")?
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL",
+                )?
+                .query_row([], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// Webhook events given up on (dead letters), kept until `retention_ms` after they died.
+    pub async fn outbox_dead(&self) -> Result<u64> {
+        self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL")?
                 .query_row([], |r| r.get(0))?;
             Ok(n as u64)
         })
@@ -808,7 +825,7 @@ impl Store {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, event, body, attempts, created_at FROM outbox
-                 WHERE delivered_at IS NULL AND next_attempt_at <= ?1
+                 WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ?1
                  ORDER BY next_attempt_at, id LIMIT ?2",
             )?;
             let mut rows = stmt
@@ -841,7 +858,7 @@ impl Store {
             Ok(conn
                 .prepare_cached(
                     "SELECT MIN(next_attempt_at) FROM outbox
-                     WHERE delivered_at IS NULL AND next_attempt_at > ?1",
+                     WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at > ?1",
                 )?
                 .query_row([now], |r| r.get(0))?)
         })
@@ -866,6 +883,12 @@ impl Store {
                          last_error = NULL WHERE id = ?1",
                     )?
                     .execute(params![a.id, now])?;
+                } else if a.dead {
+                    conn.prepare_cached(
+                        "UPDATE outbox SET attempts = attempts + 1, dead_at = ?2,
+                         last_error = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![a.id, now, a.error])?;
                 } else {
                     conn.prepare_cached(
                         "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2,
@@ -878,12 +901,13 @@ impl Store {
         })
     }
 
-    /// Delete rows delivered before `before`; returns how many.
+    /// Delete rows delivered, or given up on, before `before`; returns how many.
     pub(crate) fn outbox_prune(&self, before: i64) -> Pending<usize> {
         self.submit(move |conn, _| {
             Ok(conn
                 .prepare_cached(
-                    "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
+                    "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?1)
+                     OR (dead_at IS NOT NULL AND dead_at < ?1)",
                 )?
                 .execute([before])?)
         })
@@ -1343,6 +1367,14 @@ fn migrate(conn: &Connection) -> Result<()> {
         0 => {
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+            Ok(())
+        }
+        // 1 → 2: webhook rows can be given up (dead letters).
+        1 => {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; ALTER TABLE outbox ADD COLUMN dead_at INTEGER;
+                 PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))?;
             Ok(())
         }

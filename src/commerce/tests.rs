@@ -1063,3 +1063,82 @@ async fn no_endpoints_means_nothing_to_deliver() {
     assert_eq!(worker.round().await.unwrap(), 1);
     assert_eq!(store.outbox_pending().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_failing_past_the_dead_letter_age_is_given_up() {
+    let dir = TempDir::new();
+    let down = Arc::new(Receiver::default());
+    down.down.store(true, Ordering::SeqCst);
+    let healthy = Arc::new(Receiver::default());
+    let config = webhooks::Config {
+        dead_after_ms: 400,
+        ..hook_config(vec![
+            Endpoint {
+                url: serve_receiver(down.clone()).await,
+                secret: "a".into(),
+            },
+            Endpoint {
+                url: serve_receiver(healthy.clone()).await,
+                secret: "b".into(),
+            },
+        ])
+    };
+    let store = Store::open(dir.db()).unwrap();
+    live_show(&store, "s1", &[("a", 10)]).await;
+    let events = outbox_events(&store).len() as u64;
+    assert!(events >= 1);
+    let worker = tokio::spawn(Worker::new(store.clone(), config).unwrap().run());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.outbox_dead().await.unwrap() < events {
+        assert!(Instant::now() < deadline, "events never given up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.outbox_pending().await.unwrap(),
+        0,
+        "dead is not pending"
+    );
+    // No more attempts once dead.
+    let hits = down.hits.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        down.hits.load(Ordering::SeqCst),
+        hits,
+        "retried after death"
+    );
+    // The healthy endpoint got each event once; the last error is kept for operators.
+    assert_eq!(healthy.ok.lock().len() as u64, events);
+    let last_error: Option<String> = store
+        .read_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT last_error FROM outbox WHERE dead_at IS NOT NULL LIMIT 1",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert!(last_error.is_some_and(|e| e.contains("500")), "last_error");
+    worker.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_gains_the_dead_letter_column() {
+    let dir = TempDir::new();
+    {
+        let store = Store::open(dir.db()).unwrap();
+        live_show(&store, "s1", &[("a", 10)]).await;
+        store.close();
+    }
+    let pending = {
+        // What a version-1 database looks like: no dead_at.
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch("ALTER TABLE outbox DROP COLUMN dead_at; PRAGMA user_version = 1;")
+            .unwrap();
+        conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    };
+    assert!(pending > 0);
+    let store = Store::open(dir.db()).unwrap();
+    assert_eq!(store.outbox_dead().await.unwrap(), 0);
+    assert_eq!(store.outbox_pending().await.unwrap(), pending);
+}

@@ -19,8 +19,11 @@
 //! event again while a failing one is retried. Anything else (error status, timeout, refused
 //! connection) schedules the next attempt `min(base · 2^(attempts−1), max)` later, with the
 //! upper half of that delay jittered, persisted in `next_attempt_at` so a restart resumes the
-//! schedule instead of losing or re-bursting it. Nothing is given up: rows are retried at the
-//! maximum backoff until acknowledged. Delivered rows are pruned after `retention_ms`.
+//! schedule instead of losing or re-bursting it. A row still not acknowledged by every endpoint
+//! `dead_after_ms` after it was created, on a failed attempt, becomes a **dead letter**: it is
+//! no longer retried, a warning names it, and `hawker_webhook_outbox_dead` counts it (its
+//! `last_error` stays in the database). Delivered and dead rows are pruned after
+//! `retention_ms`.
 //!
 //! What receivers must do: verify the signature over the raw body with [`verify`]'s algorithm,
 //! dedupe by `X-Hawker-Delivery` (a crash between a 2xx and its recording resends the event), and
@@ -58,6 +61,9 @@ pub struct Config {
     pub poll_ms: u64,
     /// Keep delivered rows this long, in milliseconds, before pruning. Default 7 days.
     pub retention_ms: u64,
+    /// Give a row up (dead letter) when an attempt fails this long, in milliseconds, after it
+    /// was created. Default 3 days.
+    pub dead_after_ms: u64,
 }
 
 impl Default for Config {
@@ -70,6 +76,7 @@ impl Default for Config {
             concurrency: 16,
             poll_ms: 30_000,
             retention_ms: 7 * 24 * 3600 * 1000,
+            dead_after_ms: 3 * 24 * 3600 * 1000,
         }
     }
 }
@@ -315,12 +322,21 @@ async fn deliver(client: &reqwest::Client, config: &Config, row: OutboxRow) -> A
     let delay = backoff(config, failures).as_millis() as i64;
     let half = delay / 2;
     let jittered = delay - half + rand::thread_rng().gen_range(0..=half);
+    let now = now_ms();
+    let dead = !done && now.saturating_sub(row.created_at) >= config.dead_after_ms as i64;
+    if dead {
+        tracing::warn!(id = row.id, event = %row.event, attempts = failures,
+            error = error.as_deref().unwrap_or(""),
+            "webhook given up (dead letter): not acknowledged by every endpoint within \
+             commerce.webhook_dead_after");
+    }
     Attempt {
         id: row.id,
         acked,
         done,
-        next_attempt_at: now_ms() + jittered,
+        next_attempt_at: now + jittered,
         error,
+        dead,
     }
 }
 

@@ -75,6 +75,9 @@ pub enum Error {
     /// The offer has no codec this show can use.
     #[error("offer has no codec this show can use: {0}")]
     NoCodec(String),
+    /// The offer asks for more than a session carries (one video and one audio track).
+    #[error("offer not supported: {0}")]
+    Unsupported(String),
     /// Shard at capacity.
     #[error("server at capacity")]
     Full,

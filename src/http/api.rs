@@ -47,6 +47,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/shows/{show}/events", post(post_event))
         .route("/shows/{show}/orders", get(list_orders))
         .route("/shows/{show}/orders/{order_id}", get(get_order))
+        .route("/shows/{show}/tokens", post(create_token))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint)
 }
@@ -267,6 +268,73 @@ fn admin_for_show(app: &App, headers: &HeaderMap, show: &str) -> ApiResult<()> {
             "show id must be 1-64 characters of A-Z a-z 0-9 - _",
         ))
     }
+}
+
+// ---- tokens ----------------------------------------------------------------------------------
+
+/// Longest lifetime `POST /shows/{show}/tokens` issues: a publisher token for a show that runs
+/// all day (OBS keeps one token and re-uses it on every reconnect).
+const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Body of `POST /shows/{show}/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    role: Role,
+    sub: String,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /shows/{show}/tokens`: a publisher or viewer token for this show, so a platform
+/// backend can hand a seller a fresh (or long-lived) publisher token without the CLI.
+async fn create_token(
+    State(app): State<Arc<App>>,
+    Path(show): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    admin_for_show(&app, &headers, &show)?;
+    let req: CreateToken = parse_json(&headers, &body)?;
+    if req.role == Role::Admin {
+        return Err(JsonError::bad_request(
+            "role must be publisher or viewer; admin tokens come from `hawker token`",
+        ));
+    }
+    if req.sub.is_empty() || req.sub.len() > 128 || req.sub.chars().any(char::is_control) {
+        return Err(JsonError::bad_request(
+            "sub must be 1-128 characters without control characters",
+        ));
+    }
+    let ttl = req
+        .ttl_secs
+        .unwrap_or_else(|| app.cfg.auth.default_ttl.as_secs());
+    if ttl == 0 || ttl > MAX_TOKEN_TTL_SECS {
+        return Err(JsonError::bad_request(format!(
+            "ttl_secs must be 1-{MAX_TOKEN_TTL_SECS}"
+        )));
+    }
+    let token = app.keys.issue(
+        &req.sub,
+        &show,
+        req.role,
+        std::time::Duration::from_secs(ttl),
+    );
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + ttl)
+        .unwrap_or(ttl);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "role": req.role,
+            "sub": req.sub,
+            "show": show,
+            "expires_at": expires_at,
+        })),
+    )
+        .into_response())
 }
 
 // ---- shows -----------------------------------------------------------------------------------
@@ -493,6 +561,7 @@ async fn end_show(
         let text = json!({"type": "show_ended", "ended_at": ended.ended_at}).to_string();
         crate::live::broadcast(&app, &show, "show_ended", text, Instant::now());
     }
+    app.metrics.forget_show(&show);
     let publisher = app
         .registry
         .show(&show)
@@ -522,6 +591,7 @@ async fn delete_show(
     app.store.delete_show(&show).await?;
     clear_highlight(&app, &show, None).await;
     app.registry.remove_show(&show);
+    app.metrics.forget_show(&show);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -31,9 +31,9 @@ pub enum ApiError {
     /// 422: understood, but nothing usable (e.g. no common codec).
     #[error("{0}")]
     Unprocessable(String),
-    /// 429.
+    /// 429, with `Retry-After` in seconds.
     #[error("{0}")]
-    TooManyRequests(String),
+    TooManyRequests(String, u32),
     /// 503.
     #[error("{0}")]
     Unavailable(String),
@@ -54,7 +54,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,6 +78,7 @@ impl From<crate::engine::Error> for ApiError {
             E::NoCodec(m) => {
                 ApiError::Unprocessable(format!("offer has no codec this show can use: {m}"))
             }
+            E::Unsupported(m) => ApiError::Unprocessable(format!("offer not supported: {m}")),
             E::Full => ApiError::Unavailable("server at capacity".into()),
             E::ShuttingDown => ApiError::Unavailable("server shutting down".into()),
         }
@@ -87,9 +88,17 @@ impl From<crate::engine::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::TooManyRequests(_, secs) => Some(*secs),
+            _ => None,
+        };
         let mut line = self.to_string().replace(['\r', '\n'], " ");
         line.push('\n');
         let mut resp = (status, line).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

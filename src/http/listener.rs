@@ -50,7 +50,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -70,7 +70,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
+            // The client address for per-address caps (`ConnectInfo` in handlers).
+            TowerToHyperService::new(
+                router
+                    .clone()
+                    .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+            ),
         );
         let mut stop = shutdown.clone();
         let gauges = gauges.clone();

@@ -13,7 +13,42 @@ use super::error::ApiError;
 use super::App;
 use crate::auth::Role as TokenRole;
 use crate::engine::Role;
-use crate::shows::Session;
+use crate::shows::{Capped, Caps, Session};
+
+/// Response header carrying an anonymous viewer's server-signed id (present it back as
+/// `?viewer=` to keep the same buyer id across reconnects).
+pub const VIEWER_HEADER: &str = "x-hawker-viewer";
+
+/// The client's address, when the listener recorded it.
+type Client = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+fn client_ip(c: &Client) -> Option<std::net::IpAddr> {
+    c.as_ref()
+        .map(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip())
+}
+
+/// Record a session under the configured caps, or the 429 that refuses it.
+fn add_capped(app: &App, s: Session) -> Result<(), ApiError> {
+    let caps = Caps {
+        per_ip: app.cfg.http.max_sessions_per_ip,
+        viewers_per_show: app.cfg.http.max_viewers_per_show,
+        per_sub: app.cfg.http.max_sessions_per_token,
+    };
+    app.registry.try_add_session(s, caps).map_err(|c| {
+        app.metrics
+            .sessions_capped
+            .with_label_values(&[c.as_str()])
+            .inc();
+        let why = match c {
+            Capped::Ip => "too many sessions from this address (http.max_sessions_per_ip)",
+            Capped::Show => "this show has as many viewers as it takes (http.max_viewers_per_show)",
+            Capped::Token => {
+                "too many sessions under this token subject (http.max_sessions_per_token)"
+            }
+        };
+        ApiError::TooManyRequests(why.into(), app.cfg.http.retry_after_secs)
+    })
+}
 
 /// Show ids: 1–64 characters of `[A-Za-z0-9_-]`.
 pub fn valid_show_id(id: &str) -> bool {
@@ -63,8 +98,15 @@ fn new_session_id() -> String {
     hex::encode(b)
 }
 
-fn answer_response(kind: &str, show: &str, session: &str, answer: String) -> Response {
-    let location = format!("/{kind}/{show}/{session}");
+/// The session URL: absolute under `http.public_url` when one is set (a proxy may mount hawker
+/// under a path prefix or another host, where a bare `/whip/...` would miss), otherwise a path
+/// relative to the request's origin.
+pub fn session_location(public_url: Option<&str>, kind: &str, show: &str, session: &str) -> String {
+    let base = public_url.map(|u| u.trim_end_matches('/')).unwrap_or("");
+    format!("{base}/{kind}/{show}/{session}")
+}
+
+fn answer_response(location: String, session: &str, answer: String) -> Response {
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -90,6 +132,7 @@ fn auth_header(headers: &HeaderMap) -> Option<&str> {
 pub async fn whip_post(
     State(app): State<Arc<App>>,
     Path(show_id): Path<String>,
+    client: Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -113,27 +156,62 @@ pub async fn whip_post(
         }
     }
     let session_id = new_session_id();
+    // The slot's holder, looked up without holding the slot (`App::session_gone` takes the
+    // registry before the slot). A publisher presenting the same token subject replaces its
+    // own old session: OBS reconnecting after a lost DELETE (network change, crash) would
+    // otherwise get 409 until the old peer's ICE timeout.
+    let holder = show.publisher.lock().clone();
+    let replaced = match &holder {
+        None => None,
+        Some(old_id) => match app.registry.session(old_id) {
+            Some(old) if old.role == Role::Publisher && old.sub == claims.sub => Some(old),
+            _ => {
+                return Err(ApiError::Conflict(format!(
+                    "show {show_id:?} already has a publisher; DELETE its session first"
+                )))
+            }
+        },
+    };
     {
         let mut slot = show.publisher.lock();
-        if slot.is_some() {
+        if *slot != holder {
             return Err(ApiError::Conflict(format!(
                 "show {show_id:?} already has a publisher; DELETE its session first"
             )));
         }
         *slot = Some(session_id.clone());
     }
+    if let Some(old) = replaced {
+        app.engine.remove_peer(old.shard, old.peer).await;
+        app.session_gone(old.peer);
+        app.metrics.publishers_replaced.inc();
+        tracing::info!(show = %show_id, old = %crate::shows::log_id(&old.id),
+            session = %crate::shows::log_id(&session_id),
+            "publisher reconnected; its previous session is replaced");
+    }
     let shard = app.engine.home_shard(&show_id);
     let peer = app.engine.next_peer_id();
     // Register first so an early `Connected` event finds the session.
-    app.registry.add_session(Session {
-        id: session_id.clone(),
-        show: show.clone(),
-        role: Role::Publisher,
-        shard,
-        peer,
-        sub: claims.sub.clone(),
-        connected: false,
-    });
+    let added = add_capped(
+        &app,
+        Session {
+            id: session_id.clone(),
+            show: show.clone(),
+            role: Role::Publisher,
+            shard,
+            peer,
+            sub: claims.sub.clone(),
+            connected: false,
+            ip: client_ip(&client),
+        },
+    );
+    if let Err(e) = added {
+        let mut slot = show.publisher.lock();
+        if slot.as_deref() == Some(session_id.as_str()) {
+            *slot = None;
+        }
+        return Err(e);
+    }
     match app
         .engine
         .add_peer(shard, peer, show.spec(), Role::Publisher, offer)
@@ -146,7 +224,13 @@ pub async fn whip_post(
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(show = %show_id, session = %crate::shows::log_id(&session_id),
                 "publisher joined");
-            Ok(answer_response("whip", &show_id, &session_id, answer))
+            let location = session_location(
+                app.cfg.http.public_url.as_deref(),
+                "whip",
+                &show_id,
+                &session_id,
+            );
+            Ok(answer_response(location, &session_id, answer))
         }
         Err(e) => {
             app.registry.remove_by_peer(peer);
@@ -159,7 +243,7 @@ pub async fn whip_post(
 /// Query parameters of `POST /whep/{show}`.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct WhepQuery {
-    /// Stable id of an anonymous viewer (1-64 of `[A-Za-z0-9_-]`).
+    /// A signed anonymous viewer id this server issued earlier (`X-Hawker-Viewer`).
     pub viewer: Option<String>,
 }
 
@@ -168,19 +252,36 @@ pub async fn whep_post(
     State(app): State<Arc<App>>,
     Path(show_id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<WhepQuery>,
+    client: Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     check_show_id(&show_id)?;
     let header = auth_header(&headers);
+    let mut signed_anon = None;
     let sub = if header.is_none() && app.cfg.auth.anonymous_viewers {
-        // An anonymous viewer may name itself (`?viewer=<id>`, e.g. a UUID kept in the
-        // browser) so that its buys stay idempotent across reconnects.
-        match query.viewer.as_deref().filter(|v| valid_show_id(v)) {
-            Some(v) => format!("anon-{v}"),
-            None => format!("anon-{}", &new_session_id()[..12]),
-        }
+        // Anonymous viewers never choose their id: the server issues a signed one, and a
+        // returning viewer presents it back (`?viewer=`) so its buys stay idempotent across
+        // reconnects. A chosen or forged id would let anyone buy as someone else.
+        let signed = match query.viewer {
+            Some(v) => {
+                if app.keys.verify_anon_viewer(&v).is_none() {
+                    app.metrics.anon_ids_refused.inc();
+                    return Err(ApiError::Forbidden(
+                        "?viewer= must be the X-Hawker-Viewer id this server issued; omit it \
+                         to get a new one"
+                            .into(),
+                    ));
+                }
+                v
+            }
+            None => app.keys.sign_anon_viewer(&new_session_id()[..12]),
+        };
+        let id = app.keys.verify_anon_viewer(&signed).unwrap_or_default();
+        let sub = format!("anon-{id}");
+        signed_anon = Some(signed);
+        sub
     } else {
         app.keys
             .authorize(
@@ -199,15 +300,19 @@ pub async fn whep_post(
     let session_id = new_session_id();
     let shard = app.engine.pick_viewer_shard();
     let peer = app.engine.next_peer_id();
-    app.registry.add_session(Session {
-        id: session_id.clone(),
-        show: show.clone(),
-        role: Role::Viewer,
-        shard,
-        peer,
-        sub,
-        connected: false,
-    });
+    add_capped(
+        &app,
+        Session {
+            id: session_id.clone(),
+            show: show.clone(),
+            role: Role::Viewer,
+            shard,
+            peer,
+            sub,
+            connected: false,
+            ip: client_ip(&client),
+        },
+    )?;
     match app
         .engine
         .add_peer(shard, peer, show.spec(), Role::Viewer, offer)
@@ -218,7 +323,17 @@ pub async fn whep_post(
                 .signalling_seconds
                 .with_label_values(&["whep"])
                 .observe(started.elapsed().as_secs_f64());
-            Ok(answer_response("whep", &show_id, &session_id, answer))
+            let location = session_location(
+                app.cfg.http.public_url.as_deref(),
+                "whep",
+                &show_id,
+                &session_id,
+            );
+            let mut resp = answer_response(location, &session_id, answer);
+            if let Some(v) = signed_anon.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                resp.headers_mut().insert(VIEWER_HEADER, v);
+            }
+            Ok(resp)
         }
         Err(e) => {
             app.registry.remove_by_peer(peer);
@@ -247,15 +362,31 @@ pub async fn session_delete(
     Ok(StatusCode::OK)
 }
 
-/// Trickle ICE and ICE restarts are not supported: the answer carries every candidate.
-pub async fn session_patch() -> Response {
+/// Every method but `DELETE` on a session URL (RFC 9725 §4.3, §4.4): 405 with `Allow`.
+/// `PATCH` gets a reason, since trickle ICE and ICE restarts are what a client would use it for.
+pub async fn session_other(method: axum::http::Method) -> Response {
+    let why = if method == axum::http::Method::PATCH {
+        "trickle ICE and ICE restarts are not supported; the answer carries all candidates \
+         (ICE-lite)\n"
+    } else {
+        "a session URL takes DELETE only\n"
+    };
+    let mut r = (StatusCode::METHOD_NOT_ALLOWED, why).into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
+    r
+}
+
+/// `GET`, `HEAD`, `PUT` and anything else but `POST`/`OPTIONS` on a WHIP or WHEP endpoint:
+/// 405 with `Allow` (RFC 9725 §4.2 reserves these methods).
+pub async fn endpoint_other() -> Response {
     let mut r = (
         StatusCode::METHOD_NOT_ALLOWED,
-        "trickle ICE is not supported; the answer carries all candidates (ICE-lite)\n",
+        "this endpoint takes POST with an SDP offer (application/sdp)\n",
     )
         .into_response();
     r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+        .insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
     r
 }
 

@@ -21,6 +21,7 @@ use error::ApiError;
 
 /// The public router.
 pub fn router(app: Arc<App>) -> Router {
+    // Only methods that some route takes: PATCH (trickle ICE) always answers 405.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -28,7 +29,6 @@ pub fn router(app: Arc<App>) -> Router {
             Method::POST,
             Method::PUT,
             Method::DELETE,
-            Method::PATCH,
             Method::OPTIONS,
         ])
         .allow_headers([
@@ -36,24 +36,34 @@ pub fn router(app: Arc<App>) -> Router {
             header::CONTENT_TYPE,
             header::IF_MATCH,
         ])
-        .expose_headers([header::LOCATION, header::ETAG, header::LINK]);
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static(media::VIEWER_HEADER),
+        ]);
     let limit = app.cfg.http.max_body_bytes;
     Router::new()
         .route(
             "/whip/{show}",
-            post(media::whip_post).options(media::endpoint_options),
+            post(media::whip_post)
+                .options(media::endpoint_options)
+                .fallback(media::endpoint_other),
         )
         .route(
             "/whip/{show}/{session}",
-            axum::routing::delete(media::session_delete).patch(media::session_patch),
+            axum::routing::delete(media::session_delete).fallback(media::session_other),
         )
         .route(
             "/whep/{show}",
-            post(media::whep_post).options(media::endpoint_options),
+            post(media::whep_post)
+                .options(media::endpoint_options)
+                .fallback(media::endpoint_other),
         )
         .route(
             "/whep/{show}/{session}",
-            axum::routing::delete(media::session_delete).patch(media::session_patch),
+            axum::routing::delete(media::session_delete).fallback(media::session_other),
         )
         .route("/healthz", get(healthz))
         .nest("/api/v1", api::router())
@@ -134,6 +144,11 @@ async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> i
     if let Ok(n) = app.store.outbox_pending().await {
         app.metrics
             .webhook_outbox_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    if let Ok(n) = app.store.outbox_dead().await {
+        app.metrics
+            .webhook_outbox_dead
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     (

@@ -288,7 +288,7 @@ async fn buy(app: &App, s: &Session, b: protocol::Buy) {
             {
                 app.metrics
                     .highlight_buys
-                    .with_label_values(&[&*s.show.id, res.sku.as_str()])
+                    .with_label_values(&[&*s.show.id])
                     .inc();
             }
         }
@@ -391,10 +391,7 @@ pub async fn seller_action(
                 });
                 id
             };
-            app.metrics
-                .highlights
-                .with_label_values(&[show, &sku])
-                .inc();
+            app.metrics.highlights.with_label_values(&[show]).inc();
             (
                 "highlight",
                 json!({"type": "highlight", "highlight_id": id, "sku": sku, "product": product_json(&p),

@@ -167,7 +167,8 @@ export class Publisher extends Session {
 /**
  * @typedef {Object} WatchOptions
  * @property {string} [token]      A viewer token; without one the viewer is anonymous.
- * @property {string} [viewerId]   Stable anonymous id (default: kept in localStorage).
+ * @property {string} [viewerId]   The anonymous viewer id the server issued earlier
+ *   (`X-Hawker-Viewer`; default: the one kept in localStorage). Ids cannot be chosen.
  * @property {boolean} [muted]     Start muted (default true: browsers allow muted autoplay).
  * @property {'half'|number} [frameTolerance]  Reveal an event on the first frame whose
  *   timestamp is at least `rtp_ts − tolerance`. 'half' (default): half the measured frame
@@ -195,7 +196,10 @@ export class Publisher extends Session {
  * (never; use rVFC yourself) and `message` (every message as it arrives, before any hold).
  */
 export class Viewer extends Session {
-    /** The anonymous viewer id kept in localStorage (created on first use). */
+    /**
+     * The anonymous viewer id kept in localStorage: the server-signed `X-Hawker-Viewer` of an
+     * earlier session, or '' before the first one.
+     */
     static storedViewerId(): any;
     /**
      * @param {string} url
@@ -252,6 +256,8 @@ export class Viewer extends Session {
     _timer: number;
     /** @type {Promise<void>} resolves when the first session is open */
     ready: Promise<void>;
+    /** Keep the id the server issued (or forget a refused one, `''`). */
+    _viewerIdIssued(id: any): void;
     /** Apply `syncDelayMs` to the current receivers (audio too, to keep lips in sync). */
     _applySyncDelay(): void;
     /**
@@ -385,7 +391,8 @@ export type WatchOptions = {
      */
     token?: string;
     /**
-     * Stable anonymous id (default: kept in localStorage).
+     * The anonymous viewer id the server issued earlier
+     * (`X-Hawker-Viewer`; default: the one kept in localStorage). Ids cannot be chosen.
      */
     viewerId?: string;
     /**
@@ -495,6 +502,11 @@ declare class Session extends EventTarget {
     /** End the session: DELETE the resource and close the peer connection. */
     close(): Promise<void>;
     _signalUrl(): string;
+    /**
+     * The server issued (or refused, `''`) an anonymous viewer id; only viewers keep one.
+     * @param {string} _id
+     */
+    _viewerIdIssued(_id: string): void;
     _token(): any;
     _onMessage(_msg: any): void;
     _onOpen(_again: any): void;

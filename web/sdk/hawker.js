@@ -147,26 +147,46 @@ function gatheringComplete(pc, ms) {
 /**
  * WHIP/WHEP offer/answer: POST the complete offer, apply the answer. hawker is ICE-lite and
  * does not take trickled candidates, so gathering is awaited first.
+ * @param {RTCPeerConnection} pc
+ * @param {string} url
+ * @param {string|undefined} token
+ * @param {number} gatherMs
+ * @param {(id: string) => void} [onViewerId] gets the anonymous viewer id the server issued
+ *   (`X-Hawker-Viewer`), or '' when the server refused the one sent
  * @returns {Promise<string|null>} the session resource URL (Location)
  */
-async function negotiate(pc, url, token, gatherMs) {
+async function negotiate(pc, url, token, gatherMs, onViewerId) {
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
   await gatheringComplete(pc, gatherMs);
   /** @type {Record<string,string>} */
   const headers = { 'Content-Type': 'application/sdp' };
   if (token) headers.Authorization = `Bearer ${token}`;
-  let resp;
-  try {
-    resp = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp });
-  } catch (e) {
-    throw new HawkerError(`POST ${url}: ${e && e.message ? e.message : e}`, { code: 'network' });
+  const post = async (/** @type {string} */ to) => {
+    try {
+      return await fetch(to, { method: 'POST', headers, body: pc.localDescription.sdp });
+    } catch (e) {
+      throw new HawkerError(`POST ${to}: ${e && e.message ? e.message : e}`, { code: 'network' });
+    }
+  };
+  let resp = await post(url);
+  let body = await resp.text();
+  const sent = new URL(url, location.href);
+  if (resp.status === 403 && onViewerId && sent.searchParams.has('viewer')) {
+    // A stored id this server did not issue (another deployment, a rotated secret): forget
+    // it and ask again without one, so the server issues a fresh id.
+    onViewerId('');
+    sent.searchParams.delete('viewer');
+    url = sent.toString();
+    resp = await post(url);
+    body = await resp.text();
   }
-  const body = await resp.text();
   if (resp.status !== 201) {
     throw new HawkerError(`POST ${url}: ${resp.status} ${body.trim()}`, { code: 'http', status: resp.status });
   }
   await pc.setRemoteDescription({ type: 'answer', sdp: body });
+  const issued = resp.headers.get('X-Hawker-Viewer');
+  if (issued && onViewerId) onViewerId(issued);
   const loc = resp.headers.get('Location');
   return loc ? new URL(loc, new URL(url, location.href)).toString() : null;
 }
@@ -321,7 +341,8 @@ class Session extends EventTarget {
       }
     });
     try {
-      this.resource = await negotiate(pc, this._signalUrl(), this._token(), this.opts.gatherTimeoutMs ?? 2000);
+      this.resource = await negotiate(pc, this._signalUrl(), this._token(), this.opts.gatherTimeoutMs ?? 2000,
+        (id) => this._viewerIdIssued(id));
       await opened;
     } catch (e) {
       opened.catch(() => {});
@@ -463,6 +484,11 @@ class Session extends EventTarget {
   _signalUrl() {
     return this.url;
   }
+  /**
+   * The server issued (or refused, `''`) an anonymous viewer id; only viewers keep one.
+   * @param {string} _id
+   */
+  _viewerIdIssued(_id) {}
   _token() {
     return this.opts.token || null;
   }
@@ -698,13 +724,17 @@ export async function publish(url, token, stream, opts = {}) {
 // Viewer
 // ---------------------------------------------------------------------------------------------
 
+/** localStorage key of the server-issued anonymous viewer id. */
+const VIEWER_ID_KEY = 'hawker.viewer_id';
+
 /** Messages revealed on the video frame they belong to (`rtp_ts`), in order. */
 const FRAME_EVENTS = new Set(['snapshot', 'highlight', 'unhighlight', 'price', 'stock', 'sold', 'chat', 'show_ended']);
 
 /**
  * @typedef {Object} WatchOptions
  * @property {string} [token]      A viewer token; without one the viewer is anonymous.
- * @property {string} [viewerId]   Stable anonymous id (default: kept in localStorage).
+ * @property {string} [viewerId]   The anonymous viewer id the server issued earlier
+ *   (`X-Hawker-Viewer`; default: the one kept in localStorage). Ids cannot be chosen.
  * @property {boolean} [muted]     Start muted (default true: browsers allow muted autoplay).
  * @property {'half'|number} [frameTolerance]  Reveal an event on the first frame whose
  *   timestamp is at least `rtp_ts − tolerance`. 'half' (default): half the measured frame
@@ -778,20 +808,30 @@ export class Viewer extends Session {
     this.ready = Promise.resolve();
   }
 
-  /** The anonymous viewer id kept in localStorage (created on first use). */
+  /**
+   * The anonymous viewer id kept in localStorage: the server-signed `X-Hawker-Viewer` of an
+   * earlier session, or '' before the first one.
+   */
   static storedViewerId() {
-    const key = 'hawker.viewer_id';
     try {
-      let id = localStorage.getItem(key);
-      if (!id || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
-        id = uuid();
-        localStorage.setItem(key, id);
-      }
-      return id;
+      const id = localStorage.getItem(VIEWER_ID_KEY) || '';
+      return /^[A-Za-z0-9_-]{1,64}\.[0-9a-f]{32}$/.test(id) ? id : '';
     } catch {
       // Storage disabled: stable for this page only.
-      Viewer._memId = Viewer._memId || uuid();
-      return Viewer._memId;
+      return Viewer._memId || '';
+    }
+  }
+
+  /** Keep the id the server issued (or forget a refused one, `''`). */
+  _viewerIdIssued(id) {
+    if (this.opts.token) return;
+    this.viewerId = id;
+    Viewer._memId = id;
+    try {
+      if (id) localStorage.setItem(VIEWER_ID_KEY, id);
+      else localStorage.removeItem(VIEWER_ID_KEY);
+    } catch {
+      /* storage disabled */
     }
   }
 

@@ -47,6 +47,7 @@ pub(super) fn accept(
             Codec::Opus => {}
         }
     }
+    let (offer, offered) = normalize(offer, role)?;
     let mut rtc = cfg.build(now);
     let cand = Candidate::host(announce, "udp")
         .map_err(|e| Error::Offer(format!("bad announce address: {e}")))?;
@@ -84,6 +85,15 @@ pub(super) fn accept(
             allowed.join("/")
         )));
     }
+    // A publisher whose video cannot be forwarded is refused rather than taken as audio-only:
+    // its viewers would see nothing and nobody would be told why.
+    if role == Role::Publisher && offered.video > 0 && !video {
+        let allowed: Vec<&str> = show.video_codecs.iter().map(|c| c.as_str()).collect();
+        return Err(Error::NoCodec(format!(
+            "the offer's video has no codec this show forwards ({}; h264 needs packetization-mode=1)",
+            allowed.join("/")
+        )));
+    }
     if !wanted_dir_ok {
         return Err(Error::Offer(match role {
             Role::Publisher => "a WHIP offer must send media (sendonly or sendrecv)".into(),
@@ -107,4 +117,118 @@ pub(super) fn accept(
         }
     }
     Ok((peer, answer.to_sdp_string()))
+}
+
+/// Active (port ≠ 0, not `inactive`) audio and video m-lines of an offer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Offered {
+    video: usize,
+    audio: usize,
+}
+
+/// Check the offer's shape and fix its directions before str0m answers it.
+///
+/// - At most one active video and one active audio m-line: a publisher's packets go to one
+///   show track per kind, and a viewer gets one of each, so a second track would be merged
+///   into the first or silently starved.
+/// - `sendrecv` becomes `sendonly` in a WHIP offer and `recvonly` in a WHEP offer, so the
+///   answer is `recvonly` for WHIP and `sendonly` for WHEP (RFC 9725 §4.2, and WHEP's
+///   one-way model): the server never sends to a publisher nor takes media from a viewer.
+///
+/// str0m keeps the SDP model crate-private, so this works on the offer's text: one line per
+/// attribute, media sections starting at `m=`.
+fn normalize(offer: SdpOffer, role: Role) -> Result<(SdpOffer, Offered), Error> {
+    let text = offer.to_sdp_string();
+    let (offered, rewritten) = shape(&text, role);
+    if offered.video > 1 || offered.audio > 1 {
+        return Err(Error::Unsupported(format!(
+            "a session carries at most one video and one audio track; the offer has {} video \
+             and {} audio",
+            offered.video, offered.audio
+        )));
+    }
+    let offer = match rewritten {
+        Some(t) => SdpOffer::from_sdp_string(&t).map_err(|e| Error::Offer(e.to_string()))?,
+        None => offer,
+    };
+    Ok((offer, offered))
+}
+
+/// Count active media and rewrite `a=sendrecv` for `role`; `None` when nothing changed.
+fn shape(text: &str, role: Role) -> (Offered, Option<String>) {
+    let one_way = match role {
+        Role::Publisher => "a=sendonly",
+        Role::Viewer => "a=recvonly",
+    };
+    let mut offered = Offered::default();
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    // The kind of the current section (None: session level or not audio/video), whether its
+    // port is non-zero, and whether it said `inactive`.
+    let mut section: Option<(&str, bool, bool)> = None;
+    let close = |s: Option<(&str, bool, bool)>, o: &mut Offered| {
+        if let Some((kind, live, inactive)) = s {
+            if live && !inactive {
+                match kind {
+                    "video" => o.video += 1,
+                    "audio" => o.audio += 1,
+                    _ => {}
+                }
+            }
+        }
+    };
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        if let Some(rest) = bare.strip_prefix("m=") {
+            close(section.take(), &mut offered);
+            let mut f = rest.split(' ');
+            let kind = f.next().unwrap_or("");
+            let live = f.next().is_some_and(|p| p != "0");
+            section = matches!(kind, "video" | "audio").then_some((kind, live, false));
+        } else if bare == "a=inactive" {
+            if let Some(s) = section.as_mut() {
+                s.2 = true;
+            }
+        } else if bare == "a=sendrecv" {
+            out.push_str(one_way);
+            out.push_str(&line[bare.len()..]);
+            changed = true;
+            continue;
+        }
+        out.push_str(line);
+    }
+    close(section.take(), &mut offered);
+    (offered, changed.then_some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_VIDEO: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=sendrecv\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendrecv\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendonly\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=sendonly\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=inactive\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:4\r\n";
+
+    #[test]
+    fn rejected_and_inactive_lines_do_not_count() {
+        let (o, _) = shape(TWO_VIDEO, Role::Publisher);
+        assert_eq!(o, Offered { video: 1, audio: 1 });
+        let extra = TWO_VIDEO.replace("m=video 0", "m=video 9");
+        assert_eq!(shape(&extra, Role::Viewer).0.video, 2);
+    }
+
+    #[test]
+    fn sendrecv_becomes_one_way() {
+        let (_, t) = shape(TWO_VIDEO, Role::Publisher);
+        let t = t.expect("rewritten");
+        assert!(!t.contains("a=sendrecv"));
+        assert_eq!(t.matches("a=sendonly\r\n").count(), 4);
+        let (_, t) = shape(TWO_VIDEO, Role::Viewer);
+        assert_eq!(t.expect("rewritten").matches("a=recvonly\r\n").count(), 2);
+        let plain = TWO_VIDEO.replace("a=sendrecv", "a=sendonly");
+        assert!(shape(&plain, Role::Publisher).1.is_none());
+    }
 }

@@ -990,7 +990,8 @@ fn join(
     let post_at = Instant::now();
     let mut rtc = client::rtc(post_at, local, client::Offer::Any);
     let (offer, pending, _) = client::viewer_offer(&mut rtc);
-    let url = format!("{whep}?viewer=loadtest-{i}");
+    // Anonymous viewers get their (signed) id from the server.
+    let url = whep.to_string();
     let base = base.to_string();
     h.submit(
         Req::Post {
