@@ -28,6 +28,10 @@ pub struct App {
     pub store: crate::commerce::Store,
     /// Live commerce state (highlights, rate limits).
     pub live: crate::live::State,
+    /// The recorder's writer thread.
+    pub recorder: crate::recording::Recorder,
+    /// The recordings on disk.
+    pub recordings: crate::recording::Library,
 }
 
 impl App {
@@ -72,6 +76,20 @@ impl App {
             tracing::debug!(show = %id, "implicit show record: {e}");
         }
         Some(self.registry.show_or_create(id, codecs))
+    }
+
+    /// Whether a show's next publisher session is recorded: its own setting, else the config.
+    pub fn records(&self, show: &str) -> bool {
+        self.recordings
+            .settings(show)
+            .map_or(self.cfg.recording.enabled, |s| s.enabled)
+    }
+
+    /// Record a commerce event of a show, if the show is being recorded.
+    pub fn record_event(&self, show: &Show, text: &Arc<str>) {
+        if show.recording.load(Ordering::Relaxed) {
+            self.recorder.event(&show.id, text);
+        }
     }
 
     /// A peer is gone: free its publisher slot, update counts.

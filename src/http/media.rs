@@ -136,7 +136,7 @@ pub async fn whip_post(
     });
     match app
         .engine
-        .add_peer(shard, peer, show.spec(), Role::Publisher, offer)
+        .add_peer(shard, peer, publisher_spec(&app, &show), Role::Publisher, offer)
         .await
     {
         Ok(answer) => {
@@ -268,4 +268,13 @@ pub async fn endpoint_options() -> Response {
     h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
     h.insert("accept-post", HeaderValue::from_static("application/sdp"));
     r
+}
+
+/// The show as its publisher session starts: recorded or not, by the show's setting or the
+/// config (the events of the session follow the same choice).
+fn publisher_spec(app: &App, show: &crate::shows::Show) -> crate::engine::ShowSpec {
+    let record = app.records(&show.id);
+    show.recording
+        .store(record, std::sync::atomic::Ordering::Relaxed);
+    show.spec()
 }
