@@ -32,6 +32,8 @@ pub struct App {
     pub recorder: crate::recording::Recorder,
     /// The recordings on disk.
     pub recordings: crate::recording::Library,
+    /// Replay sessions (WHEP viewers of a recording).
+    pub replays: crate::recording::replay::Sessions,
 }
 
 impl App {
@@ -92,11 +94,37 @@ impl App {
         }
     }
 
+    /// A show's recording, after the writer synced what it holds. Blocking.
+    pub fn load_recording(
+        &self,
+        show: &Arc<str>,
+    ) -> std::io::Result<(
+        Vec<crate::recording::file::Packet>,
+        Vec<crate::recording::file::Event>,
+    )> {
+        use crate::recording::file;
+        self.recorder
+            .close(Some(show.clone()), std::time::Duration::from_secs(5));
+        let dir = self.recordings.show_dir(show);
+        Ok((
+            file::read_media(&dir.join(file::MEDIA))?,
+            file::read_events(&dir.join(file::EVENTS))?,
+        ))
+    }
+
     /// A peer is gone: free its publisher slot, update counts.
     pub fn session_gone(&self, peer: u64) {
+        let replay = self.replays.remove(peer);
+        if replay {
+            self.metrics.replay_viewers.dec();
+        }
         let Some(s) = self.registry.remove_by_peer(peer) else {
             return;
         };
+        if replay {
+            // A replay viewer is not a viewer of the live show.
+            return;
+        }
         match s.role {
             Role::Publisher => {
                 let mut slot = s.show.publisher.lock();
@@ -119,6 +147,10 @@ impl App {
     /// Handle a media-plane event.
     pub fn on_engine_event(self: &Arc<Self>, ev: Event) {
         match ev {
+            Event::Connected { peer, .. } if self.replays.get(peer).is_some() => {
+                self.registry.mark_connected(peer);
+                crate::recording::replay::start(self.clone(), peer);
+            }
             Event::Connected { peer, role, .. } => {
                 if let Some(s) = self.registry.mark_connected(peer) {
                     match role {

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub recording_dropped: IntCounter,
     /// Recording exports served.
     pub recording_exports: IntCounter,
+    /// Viewers watching a replay now.
+    pub replay_viewers: IntGauge,
 }
 
 /// One shard's resolved counters.
@@ -158,6 +160,10 @@ impl Metrics {
             r.register(Box::new(g.clone())).expect("unique metric");
             g
         };
+        let replay_viewers = gauge(
+            "hawker_replay_viewers",
+            "Viewers watching a recorded show (replay) now",
+        );
         let http_connections = gauge(
             "hawker_http_connections",
             "Open connections on the public HTTP listener",
@@ -211,6 +217,7 @@ impl Metrics {
             recording_bytes,
             recording_dropped,
             recording_exports,
+            replay_viewers,
             peers,
             packets_in: counter(&r, "hawker_media_packets_in_total", "RTP packets received from publishers", s),
             packets_out: counter(&r, "hawker_media_datagrams_out_total", "UDP datagrams sent", s),

@@ -116,6 +116,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         live,
         recorder,
         recordings: crate::recording::Library::new(rec_dir),
+        replays: Default::default(),
     });
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();

@@ -149,7 +149,10 @@ pub async fn on_channel_open(app: Arc<App>, peer: PeerId) {
     let Some(s) = app.registry.session_of_peer(peer) else {
         return;
     };
-    let text = snapshot(&app, &s.show.id).await;
+    let mut text = snapshot(&app, &s.show.id).await;
+    if let Some(r) = app.replays.get(peer) {
+        text = r.greeting.clone();
+    }
     app.engine.greet(s.shard, s.peer, Arc::from(text));
 }
 

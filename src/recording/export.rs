@@ -311,7 +311,7 @@ fn highlight_chapters(events: &[Event], video: &Video) -> Vec<Chapter> {
             Some(Chapter {
                 start,
                 rtp_ts,
-                id: e.msg["id"].as_str().unwrap_or_default().to_string(),
+                id: e.msg["highlight_id"].as_str().unwrap_or_default().to_string(),
                 sku: e.msg["sku"].as_str().unwrap_or_default().to_string(),
             })
         })

@@ -21,6 +21,7 @@
 
 pub mod export;
 pub mod file;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
