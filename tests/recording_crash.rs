@@ -88,7 +88,8 @@ fn now_us() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_leaves_a_readable_recording() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("hawker-rec-crash-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("hawker-rec-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let keys = Keys::new(SECRET.as_bytes());
@@ -159,7 +160,10 @@ async fn sigkill_leaves_a_readable_recording() {
     let events = file::read_events(&show_dir.join(file::EVENTS)).expect("events readable");
     let video: Vec<&file::Packet> = media.iter().filter(|p| p.track == Track::Video).collect();
     assert!(!video.is_empty(), "no video recorded");
-    assert!(video[0].keyframe_start, "the recording starts at a keyframe");
+    assert!(
+        video[0].keyframe_start,
+        "the recording starts at a keyframe"
+    );
     let last = media.iter().map(|p| p.at_us).max().unwrap();
     let lost_ms = killed_at.saturating_sub(last) / 1000;
     assert!(

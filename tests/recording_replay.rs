@@ -88,8 +88,16 @@ async fn replay_shows_each_card_on_its_live_frame() {
         whep_status(&format!("{}?replay=true", server.whep("nope"))).await,
         404
     );
-    assert_eq!(whep_status(&format!("{whep}?replay=true")).await, 404, "no recording yet");
-    assert_eq!(whep_status(&format!("{whep}?t=1")).await, 400, "t without replay");
+    assert_eq!(
+        whep_status(&format!("{whep}?replay=true")).await,
+        404,
+        "no recording yet"
+    );
+    assert_eq!(
+        whep_status(&format!("{whep}?t=1")).await,
+        400,
+        "t without replay"
+    );
 
     let publisher = Publisher::connect(
         &server.whip(SHOW),
@@ -106,20 +114,42 @@ async fn replay_shows_each_card_on_its_live_frame() {
         .expect("live viewer");
     publisher.start_streaming(30);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(whep_status(&format!("{whep}?replay=true")).await, 409, "live");
+    assert_eq!(
+        whep_status(&format!("{whep}?replay=true")).await,
+        409,
+        "live"
+    );
     let path = format!("/shows/{SHOW}/events");
     assert_eq!(
-        api(&server, reqwest::Method::POST, &path, json!({"type": "highlight", "sku": "lamp"})).await,
+        api(
+            &server,
+            reqwest::Method::POST,
+            &path,
+            json!({"type": "highlight", "sku": "lamp"})
+        )
+        .await,
         200
     );
     tokio::time::sleep(Duration::from_millis(1700)).await;
     assert_eq!(
-        api(&server, reqwest::Method::POST, &path, json!({"type": "highlight", "sku": "mug"})).await,
+        api(
+            &server,
+            reqwest::Method::POST,
+            &path,
+            json!({"type": "highlight", "sku": "mug"})
+        )
+        .await,
         200
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        api(&server, reqwest::Method::POST, &format!("/shows/{SHOW}/end"), json!({})).await,
+        api(
+            &server,
+            reqwest::Method::POST,
+            &format!("/shows/{SHOW}/end"),
+            json!({})
+        )
+        .await,
         200
     );
     publisher.stop_streaming();
@@ -128,7 +158,9 @@ async fn replay_shows_each_card_on_its_live_frame() {
     assert_eq!(live_hl.len(), 2, "{:?}", live_log.messages);
     let live_frames: Vec<u64> = live_hl
         .iter()
-        .map(|h| frame_of(&live_log.video, h["rtp_ts"].as_u64().unwrap() as u32).expect("live frame"))
+        .map(|h| {
+            frame_of(&live_log.video, h["rtp_ts"].as_u64().unwrap() as u32).expect("live frame")
+        })
         .collect();
     let live_span = live_log.video.last().unwrap().arrival - live_log.video[0].arrival;
     drop(live);
@@ -175,10 +207,17 @@ async fn replay_shows_each_card_on_its_live_frame() {
     assert_eq!(hl.len(), 2, "{:?}", log.messages);
     assert!(log.video[0].keyframe, "the replay starts on a keyframe");
     for (i, h) in hl.iter().enumerate() {
-        assert_eq!(h["rtp_ts"], live_hl[i]["rtp_ts"], "highlight {i}: same rtp_ts");
+        assert_eq!(
+            h["rtp_ts"], live_hl[i]["rtp_ts"],
+            "highlight {i}: same rtp_ts"
+        );
         assert_eq!(h["sku"], live_hl[i]["sku"]);
         let f = frame_of(&log.video, h["rtp_ts"].as_u64().unwrap() as u32).expect("replay frame");
-        assert_eq!(f, live_frames[i], "highlight {i} names frame {f} in the replay, {} live", live_frames[i]);
+        assert_eq!(
+            f, live_frames[i],
+            "highlight {i} names frame {f} in the replay, {} live",
+            live_frames[i]
+        );
         assert!(
             seen_at[i].abs_diff(f) <= 10,
             "highlight {i} arrived at frame {}, its frame is {f}",
@@ -210,10 +249,17 @@ async fn replay_shows_each_card_on_its_live_frame() {
     let log = seek.log();
     let first = &log.video[0];
     assert!(first.keyframe, "a seek starts on a keyframe");
-    assert_eq!(first.tag.as_ref().map(|t| t.index), Some(30), "the keyframe before 1.5 s");
+    assert_eq!(
+        first.tag.as_ref().map(|t| t.index),
+        Some(30),
+        "the keyframe before 1.5 s"
+    );
     let greeting: Value = serde_json::from_str(&log.messages[0]).unwrap();
     assert_eq!(greeting["type"], "snapshot");
-    assert_eq!(greeting["highlight"]["sku"], "lamp", "the card on screen at 1.0 s");
+    assert_eq!(
+        greeting["highlight"]["sku"], "lamp",
+        "the card on screen at 1.0 s"
+    );
     assert!((greeting["replay"]["start"].as_f64().unwrap() - 1.0).abs() < 0.05);
     drop(seek);
     drop(publisher);

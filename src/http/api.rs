@@ -854,18 +854,10 @@ async fn load_recording(
 )> {
     let a = app.clone();
     let show: Arc<str> = Arc::from(show);
-    tokio::task::spawn_blocking(move || {
-        a.recorder
-            .close(Some(show.clone()), std::time::Duration::from_secs(5));
-        let dir = a.recordings.show_dir(&show);
-        let pkts = crate::recording::file::read_media(&dir.join(crate::recording::file::MEDIA))?;
-        let events =
-            crate::recording::file::read_events(&dir.join(crate::recording::file::EVENTS))?;
-        Ok::<_, std::io::Error>((pkts, events))
-    })
-    .await
-    .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    tokio::task::spawn_blocking(move || a.load_recording(&show))
+        .await
+        .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 fn export_error(e: crate::recording::export::Error) -> JsonError {
@@ -895,7 +887,11 @@ async fn export_recording(
     .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(export_error)?;
     app.metrics.recording_exports.inc();
-    let ext = if summary.video_codec == "h264" { "mkv" } else { "webm" };
+    let ext = if summary.video_codec == "h264" {
+        "mkv"
+    } else {
+        "webm"
+    };
     let disposition = format!("attachment; filename=\"{show}.{ext}\"");
     let mut resp = (StatusCode::OK, Bytes::from(bytes)).into_response();
     let h = resp.headers_mut();
@@ -942,8 +938,7 @@ async fn recording_chapters(
     let (pkts, events) = load_recording(&app, &show).await?;
     let (chapters, duration) = tokio::task::spawn_blocking(move || {
         let mut sink = std::io::sink();
-        crate::recording::export::write(&pkts, &events, &mut sink)
-            .map(|s| (s.chapters, s.duration))
+        crate::recording::export::write(&pkts, &events, &mut sink).map(|s| (s.chapters, s.duration))
     })
     .await
     .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -971,7 +966,8 @@ async fn delete_recording(
     let a = app.clone();
     let s: Arc<str> = Arc::from(show.as_str());
     let found = tokio::task::spawn_blocking(move || {
-        a.recorder.close(Some(s.clone()), std::time::Duration::from_secs(5));
+        a.recorder
+            .close(Some(s.clone()), std::time::Duration::from_secs(5));
         a.recordings.delete(&s)
     })
     .await
@@ -980,6 +976,8 @@ async fn delete_recording(
     if found {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(JsonError::not_found(format!("show {show:?} has no recording")))
+        Err(JsonError::not_found(format!(
+            "show {show:?} has no recording"
+        )))
     }
 }

@@ -136,7 +136,13 @@ pub async fn whip_post(
     });
     match app
         .engine
-        .add_peer(shard, peer, publisher_spec(&app, &show), Role::Publisher, offer)
+        .add_peer(
+            shard,
+            peer,
+            publisher_spec(&app, &show),
+            Role::Publisher,
+            offer,
+        )
         .await
     {
         Ok(answer) => {

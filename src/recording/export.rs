@@ -311,7 +311,10 @@ fn highlight_chapters(events: &[Event], video: &Video) -> Vec<Chapter> {
             Some(Chapter {
                 start,
                 rtp_ts,
-                id: e.msg["highlight_id"].as_str().unwrap_or_default().to_string(),
+                id: e.msg["highlight_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 sku: e.msg["sku"].as_str().unwrap_or_default().to_string(),
             })
         })
@@ -435,9 +438,8 @@ pub fn write<W: Write>(pkts: &[Packet], events: &[Event], out: W) -> Result<Summ
     let mut cluster: Vec<MatroskaSpec> = Vec::new();
     let mut cluster_ms = 0i64;
     for f in &all {
-        let new_cluster = cluster.is_empty()
-            || (f.track == 1 && f.key)
-            || f.ms - cluster_ms > 30_000;
+        let new_cluster =
+            cluster.is_empty() || (f.track == 1 && f.key) || f.ms - cluster_ms > 30_000;
         if new_cluster {
             if !cluster.is_empty() {
                 wr.write(&MatroskaSpec::Cluster(Master::Full(std::mem::take(
@@ -456,7 +458,10 @@ pub fn write<W: Write>(pkts: &[Packet], events: &[Event], out: W) -> Result<Summ
         wr.write(&MatroskaSpec::Cluster(Master::Full(cluster)))
             .map_err(w)?;
     }
-    wr.into_inner().map_err(w)?.flush().map_err(|e| Error::Write(e.to_string()))?;
+    wr.into_inner()
+        .map_err(w)?
+        .flush()
+        .map_err(|e| Error::Write(e.to_string()))?;
     Ok(Summary {
         content_type,
         video_codec,
@@ -487,7 +492,10 @@ pub fn webvtt(chapters: &[Chapter], duration: f64) -> String {
     }
     let mut out = String::from("WEBVTT\n\n");
     for (i, c) in chapters.iter().enumerate() {
-        let end = chapters.get(i + 1).map_or(duration, |n| n.start).max(c.start);
+        let end = chapters
+            .get(i + 1)
+            .map_or(duration, |n| n.start)
+            .max(c.start);
         out.push_str(&format!(
             "{}\n{} --> {}\n{}\n\n",
             c.id,

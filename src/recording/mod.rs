@@ -144,7 +144,12 @@ impl Recorder {
     /// `timeout`. Blocking: call from a blocking context.
     pub fn close(&self, show: Option<Arc<str>>, timeout: Duration) -> bool {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        if self.sink.tx.send_timeout(Input::Close(show, tx), timeout).is_err() {
+        if self
+            .sink
+            .tx
+            .send_timeout(Input::Close(show, tx), timeout)
+            .is_err()
+        {
             return false;
         }
         rx.recv_timeout(timeout).is_ok()

@@ -176,9 +176,10 @@ impl Sessions {
 /// point, and where the replay starts.
 pub fn snapshot(live: &str, plan_start: f64, duration: f64, highlight: Option<&Value>) -> String {
     let mut v: Value = serde_json::from_str(live).unwrap_or_else(|_| json!({}));
-    v["highlight"] = highlight.map_or(Value::Null, |h| {
-        json!({"highlight_id": h["highlight_id"], "sku": h["sku"], "rtp_ts": h["rtp_ts"]})
-    });
+    v["highlight"] = highlight.map_or(
+        Value::Null,
+        |h| json!({"highlight_id": h["highlight_id"], "sku": h["sku"], "rtp_ts": h["rtp_ts"]}),
+    );
     v["replay"] = json!({"start": plan_start, "duration": duration});
     v.to_string()
 }
@@ -284,11 +285,18 @@ mod tests {
         let p = plan(pkts.clone(), vec![hl.clone()], 2.5).unwrap();
         assert_eq!(p.packets[0].seq, 60);
         assert!(p.events.is_empty());
-        assert_eq!(p.highlight.unwrap()["sku"], "a", "the greeting shows the card on screen");
+        assert_eq!(
+            p.highlight.unwrap()["sku"],
+            "a",
+            "the greeting shows the card on screen"
+        );
         assert!(matches!(
             plan(pkts.clone(), vec![], 3.5),
             Err(Error::PastEnd { .. })
         ));
-        assert!(matches!(plan(pkts, vec![], -1.0), Err(Error::PastEnd { .. })));
+        assert!(matches!(
+            plan(pkts, vec![], -1.0),
+            Err(Error::PastEnd { .. })
+        ));
     }
 }
