@@ -296,7 +296,7 @@ mod tests {
             &mut v,
             Track::Video,
             Codec::Vp8,
-            (seq % 2 == 0, seq == 0),
+            (seq.is_multiple_of(2), seq == 0),
             0,
             seq,
             seq as u32 * 3000,
