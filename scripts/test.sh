@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (and CI's, via .ci/run). Works on a fresh Debian machine that has
 # only the Rust toolchain, node >= 20.19 with npm, and python3: installs what the tests need when missing
-# (Debian's chromium, tests/browser's and tests/platform's npm packages), then runs, in order:
+# (Debian's chromium and ffmpeg, tests/browser's and tests/platform's npm packages), then runs, in order:
 #   1. cargo fmt --check
 #   2. cargo clippy --all-targets -- -D warnings
 #   3. what an integrating platform touches first (tests/platform/, node + python3):
@@ -89,6 +89,17 @@ else
 fi
 # The wrapper script prints a stray shell warning on some setups; keep only the version line.
 echo "chromium: $("$CHROMIUM_PATH" --version 2>/dev/null | tail -n1)"
+
+# ffprobe (Debian's ffmpeg) reads the exported recordings in tests/recording_export.rs.
+if command -v ffprobe >/dev/null 2>&1; then
+  echo "ffprobe:  already installed"
+else
+  echo "ffprobe:  installing Debian's ffmpeg (apt-get)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ffmpeg
+  command -v ffprobe >/dev/null 2>&1 || die "apt-get installed ffmpeg but ffprobe is missing"
+fi
+echo "ffprobe:  $(ffprobe -version 2>/dev/null | head -n1)"
 
 command -v node >/dev/null 2>&1 || die "node not found (node >= 20.19 is needed for the browser and platform tests)"
 command -v npm >/dev/null 2>&1 || die "npm not found"

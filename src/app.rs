@@ -28,6 +28,12 @@ pub struct App {
     pub store: crate::commerce::Store,
     /// Live commerce state (highlights, rate limits).
     pub live: crate::live::State,
+    /// The recorder's writer thread.
+    pub recorder: crate::recording::Recorder,
+    /// The recordings on disk.
+    pub recordings: crate::recording::Library,
+    /// Replay sessions (WHEP viewers of a recording).
+    pub replays: crate::recording::replay::Sessions,
 }
 
 impl App {
@@ -74,11 +80,51 @@ impl App {
         Some(self.registry.show_or_create(id, codecs))
     }
 
+    /// Whether a show's next publisher session is recorded: its own setting, else the config.
+    pub fn records(&self, show: &str) -> bool {
+        self.recordings
+            .settings(show)
+            .map_or(self.cfg.recording.enabled, |s| s.enabled)
+    }
+
+    /// Record a commerce event of a show, if the show is being recorded.
+    pub fn record_event(&self, show: &Show, text: &Arc<str>) {
+        if show.recording.load(Ordering::Relaxed) {
+            self.recorder.event(&show.id, text);
+        }
+    }
+
+    /// A show's recording, after the writer synced what it holds. Blocking.
+    pub fn load_recording(
+        &self,
+        show: &Arc<str>,
+    ) -> std::io::Result<(
+        Vec<crate::recording::file::Packet>,
+        Vec<crate::recording::file::Event>,
+    )> {
+        use crate::recording::file;
+        self.recorder
+            .close(Some(show.clone()), std::time::Duration::from_secs(5));
+        let dir = self.recordings.show_dir(show);
+        Ok((
+            file::read_media(&dir.join(file::MEDIA))?,
+            file::read_events(&dir.join(file::EVENTS))?,
+        ))
+    }
+
     /// A peer is gone: free its publisher slot, update counts.
     pub fn session_gone(&self, peer: u64) {
+        let replay = self.replays.remove(peer);
+        if replay {
+            self.metrics.replay_viewers.dec();
+        }
         let Some(s) = self.registry.remove_by_peer(peer) else {
             return;
         };
+        if replay {
+            // A replay viewer is not a viewer of the live show.
+            return;
+        }
         match s.role {
             Role::Publisher => {
                 let mut slot = s.show.publisher.lock();
@@ -101,6 +147,10 @@ impl App {
     /// Handle a media-plane event.
     pub fn on_engine_event(self: &Arc<Self>, ev: Event) {
         match ev {
+            Event::Connected { peer, .. } if self.replays.get(peer).is_some() => {
+                self.registry.mark_connected(peer);
+                crate::recording::replay::start(self.clone(), peer);
+            }
             Event::Connected { peer, role, .. } => {
                 if let Some(s) = self.registry.mark_connected(peer) {
                     match role {

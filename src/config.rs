@@ -57,6 +57,48 @@ pub struct Config {
     pub shows: Shows,
     /// Orders and webhooks.
     pub commerce: Commerce,
+    /// Recording shows, replay and export.
+    pub recording: Recording,
+}
+
+/// Recording settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recording {
+    /// Whether shows are recorded when they go live (a show's own setting, set through
+    /// `PUT /api/v1/shows/{show}/recording`, wins).
+    pub enabled: bool,
+    /// Folder of the recordings, one sub-folder per show. Default: `{data_dir}/recordings`.
+    pub dir: Option<PathBuf>,
+    /// Recordings of ended shows older than this many days are deleted (0 = kept forever).
+    pub retention_days: u32,
+    /// When all recordings together exceed this many bytes, the oldest recordings of ended
+    /// shows are deleted until they fit (0 = no limit).
+    pub retention_bytes: u64,
+    /// Whether viewers' questions are kept in the recorded timeline (they never reach other
+    /// viewers live, so replays show them only when this is set).
+    pub keep_chat: bool,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Recording {
+            enabled: true,
+            dir: None,
+            retention_days: 30,
+            retention_bytes: 0,
+            keep_chat: false,
+        }
+    }
+}
+
+impl Recording {
+    /// The recordings folder.
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("recordings"))
+    }
 }
 
 /// HTTP listener settings.
@@ -187,6 +229,7 @@ impl Default for Config {
             metrics: Metrics::default(),
             shows: Shows::default(),
             commerce: Commerce::default(),
+            recording: Recording::default(),
         }
     }
 }

@@ -20,6 +20,7 @@
 //! * [`shows`]: the control plane's registry of shows and sessions.
 //! * [`commerce`]: the durable store (catalog, stock, orders, webhook outbox).
 //! * [`live`]: the `events` data-channel protocol and the video clock.
+//! * [`recording`]: shows recorded as forwarded, with their event timeline; export.
 //! * [`http`]: WHIP, WHEP, REST API, pages, health; [`metrics`]: Prometheus on its own listener.
 //! * [`server`]: wiring and graceful shutdown.
 
@@ -32,6 +33,7 @@ pub mod engine;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod recording;
 pub mod server;
 pub mod shows;
 pub mod sim;

@@ -59,6 +59,14 @@ pub struct Metrics {
     pub http_connections_refused: IntCounter,
     /// Webhook events not yet delivered to every endpoint (and not dead), set at scrape time.
     pub webhook_outbox_pending: IntGauge,
+    /// Bytes appended to show recordings (media records and event lines).
+    pub recording_bytes: IntCounter,
+    /// Packets or events not recorded (writer queue full, disk error).
+    pub recording_dropped: IntCounter,
+    /// Recording exports served.
+    pub recording_exports: IntCounter,
+    /// Viewers watching a replay now.
+    pub replay_viewers: IntGauge,
     /// Webhook events given up on (dead letters), set at scrape time.
     pub webhook_outbox_dead: IntGauge,
     /// WHIP sessions that replaced the same subject's previous session (lost DELETE).
@@ -253,6 +261,10 @@ impl Metrics {
             r.register(Box::new(g.clone())).expect("unique metric");
             g
         };
+        let replay_viewers = gauge(
+            "hawker_replay_viewers",
+            "Viewers watching a recorded show (replay) now",
+        );
         let http_connections = gauge(
             "hawker_http_connections",
             "Open connections on the public HTTP listener",
@@ -272,6 +284,23 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(http_connections_refused.clone()))
             .expect("unique metric");
+        let plain = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let recording_bytes = plain(
+            "hawker_recording_bytes_total",
+            "Bytes appended to show recordings (media records and event lines)",
+        );
+        let recording_dropped = plain(
+            "hawker_recording_dropped_total",
+            "Packets or events not recorded because the writer queue was full or the disk failed",
+        );
+        let recording_exports = plain(
+            "hawker_recording_exports_total",
+            "Recording exports (WebM/Matroska files) served",
+        );
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "hawker_build_info",
@@ -310,6 +339,10 @@ impl Metrics {
             http_connections_refused,
             webhook_outbox_pending,
             webhook_outbox_dead,
+            recording_bytes,
+            recording_dropped,
+            recording_exports,
+            replay_viewers,
             peers,
             packets_in: counter(&r, "hawker_media_packets_in_total", "RTP packets received from publishers", s),
             packets_out: counter(&r, "hawker_media_datagrams_out_total", "UDP datagrams sent", s),

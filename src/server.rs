@@ -38,7 +38,16 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let keys = Keys::new(&secret.bytes);
     let metrics = Metrics::new();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let engine = Engine::start(&cfg, &metrics, ev_tx)?;
+    let rec_dir = cfg.recording.dir(&cfg.data_dir);
+    let recorder = crate::recording::Recorder::start(
+        rec_dir.clone(),
+        crate::recording::Metrics {
+            bytes: metrics.recording_bytes.clone(),
+            dropped: metrics.recording_dropped.clone(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start the recorder in {}: {e}", rec_dir.display()))?;
+    let engine = Engine::start(&cfg, &metrics, ev_tx, Some(recorder.sink()))?;
     let http_listener = TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.http.listen))?;
@@ -105,6 +114,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         metrics,
         store: store.clone(),
         live,
+        recorder,
+        recordings: crate::recording::Library::new(rec_dir),
+        replays: Default::default(),
     });
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -122,6 +134,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     tokio::spawn(worker.run());
     tokio::spawn(crate::live::stock_feed(app.clone()));
     tokio::spawn(crate::live::ticker(app.clone()));
+    tokio::spawn(crate::recording::retention(app.clone()));
     {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {

@@ -31,6 +31,8 @@ pub struct Show {
     pub recorded_peak: AtomicUsize,
     /// The viewer count last broadcast to the show's viewers.
     pub announced_viewers: AtomicUsize,
+    /// Whether the current (or last) publisher session is recorded, with its events.
+    pub recording: std::sync::atomic::AtomicBool,
 }
 
 impl Show {
@@ -46,6 +48,7 @@ impl Show {
             peak_viewers: AtomicUsize::new(0),
             recorded_peak: AtomicUsize::new(0),
             announced_viewers: AtomicUsize::new(0),
+            recording: Default::default(),
         }
     }
 
@@ -55,6 +58,7 @@ impl Show {
             id: self.id.clone(),
             video_codecs: self.video_codecs.clone(),
             clock: self.clock.clone(),
+            record: self.recording.load(Ordering::Relaxed),
         }
     }
 

@@ -76,6 +76,7 @@ pub struct Driver {
     events: mpsc::UnboundedSender<Event>,
     added: HashMap<PeerId, oneshot::Sender<Result<String, Error>>>,
     removed: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
+    recorder: Option<crate::recording::Sink>,
 }
 
 impl Driver {
@@ -102,7 +103,14 @@ impl Driver {
             events,
             added: HashMap::new(),
             removed: HashMap::new(),
+            recorder: None,
         })
+    }
+
+    /// Hand the packets of recorded shows to `recorder` (without one, they are discarded).
+    pub fn with_recorder(mut self, recorder: Option<crate::recording::Sink>) -> Driver {
+        self.recorder = recorder;
+        self
     }
 
     /// Run until [`Msg::Shutdown`].
@@ -214,6 +222,10 @@ impl Driver {
                 let _ = s.waker.wake();
             }
             core.outbox.clear();
+        }
+        match &self.recorder {
+            Some(r) => r.push_media(core.recorded.drain(..)),
+            None => core.recorded.clear(),
         }
         for ev in core.events.drain(..) {
             let _ = self.events.send(ev);

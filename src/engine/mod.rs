@@ -138,6 +138,9 @@ pub struct ShowSpec {
     pub video_codecs: Vec<Codec>,
     /// The show's video clock.
     pub clock: Arc<Clock>,
+    /// Whether the home shard queues the show's packets for the recorder
+    /// ([`shard::Core::recorded`]); read when a publisher session starts.
+    pub record: bool,
 }
 
 /// A publisher packet in the show's numbering, shared by every shard.
@@ -279,11 +282,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Bind one socket per shard and start the shard threads.
+    /// Bind one socket per shard and start the shard threads; packets of recorded shows go
+    /// to `recorder`.
     pub fn start(
         cfg: &Config,
         metrics: &Metrics,
         events: mpsc::UnboundedSender<Event>,
+        recorder: Option<crate::recording::Sink>,
     ) -> std::io::Result<Engine> {
         let n = cfg.shard_count();
         let mut sockets = Vec::with_capacity(n);
@@ -326,6 +331,7 @@ impl Engine {
                 connect_timeout: cfg.media.connect_timeout,
                 max_peers: cfg.media.max_peers_per_shard,
                 keyframe_cache_age: cfg.media.keyframe_cache_max_age,
+                record_layer: 0,
             };
             let core = shard::Core::new(
                 Instant::now(),
@@ -333,7 +339,8 @@ impl Engine {
                 metrics.shard(i),
                 handles[i].peers.clone(),
             );
-            let d = driver::Driver::new(core, sock, poll, rx, links.clone(), events.clone())?;
+            let d = driver::Driver::new(core, sock, poll, rx, links.clone(), events.clone())?
+                .with_recorder(recorder.clone());
             let t = std::thread::Builder::new()
                 .name(format!("hawker-shard-{i}"))
                 .spawn(move || d.run())?;

@@ -48,6 +48,14 @@ pub fn router() -> Router<Arc<App>> {
         .route("/shows/{show}/orders", get(list_orders))
         .route("/shows/{show}/orders/{order_id}", get(get_order))
         .route("/shows/{show}/tokens", post(create_token))
+        .route("/recordings", get(list_recordings))
+        .route(
+            "/shows/{show}/recording",
+            get(export_recording)
+                .put(put_recording)
+                .delete(delete_recording),
+        )
+        .route("/shows/{show}/recording/chapters", get(recording_chapters))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint)
 }
@@ -824,5 +832,222 @@ mod tests {
             event_error(ErrorCode::UnknownType, String::new()).code,
             "unknown_type"
         );
+    }
+}
+
+// ---- recordings ------------------------------------------------------------------------------
+
+/// `GET /recordings`: every show with recorded media.
+async fn list_recordings(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    admin(&app, &headers, "*")?;
+    let lib = app.recordings.clone();
+    let list = tokio::task::spawn_blocking(move || lib.list())
+        .await
+        .unwrap_or_default();
+    let items: Vec<Value> = list
+        .into_iter()
+        .map(|r| {
+            let live = app
+                .registry
+                .show(&r.show)
+                .is_some_and(|s| s.live.load(Ordering::Relaxed));
+            json!({"show": r.show, "bytes": r.bytes, "modified": r.modified, "live": live})
+        })
+        .collect();
+    Ok(Json(json!({ "recordings": items })))
+}
+
+/// Body of `PUT /shows/{show}/recording`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordingSettings {
+    enabled: bool,
+}
+
+/// `PUT /shows/{show}/recording`: whether the show's next publisher session is recorded.
+async fn put_recording(
+    State(app): State<Arc<App>>,
+    ApiPath(show): ApiPath<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    admin_for_show(&app, &headers, &show)?;
+    let body: RecordingSettings = parse_json(&headers, &body)?;
+    load_show(&app, &show).await?;
+    let settings = crate::recording::ShowSettings {
+        enabled: body.enabled,
+    };
+    app.recordings
+        .set_settings(&show, settings)
+        .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(recording_json(&app, &show)))
+}
+
+fn recording_json(app: &App, show: &str) -> Value {
+    json!({
+        "show": show,
+        "enabled": app.records(show),
+        "has_recording": app.recordings.has_media(show),
+    })
+}
+
+/// The show, known and not live, with recorded media: else 404 / 409 / 404.
+async fn ended_recording(app: &App, show: &str) -> ApiResult<()> {
+    load_show(app, show).await?;
+    if app
+        .registry
+        .show(show)
+        .is_some_and(|s| s.live.load(Ordering::Relaxed))
+    {
+        return Err(JsonError::conflict(format!(
+            "show {show:?} is live; its recording is available once it ends"
+        )));
+    }
+    if !app.recordings.has_media(show) {
+        return Err(JsonError::not_found(format!(
+            "show {show:?} has no recording"
+        )));
+    }
+    Ok(())
+}
+
+/// Read a show's recording on a blocking thread, after syncing what the writer holds.
+async fn load_recording(
+    app: &Arc<App>,
+    show: &str,
+) -> ApiResult<(
+    Vec<crate::recording::file::Packet>,
+    Vec<crate::recording::file::Event>,
+)> {
+    let a = app.clone();
+    let show: Arc<str> = Arc::from(show);
+    tokio::task::spawn_blocking(move || a.load_recording(&show))
+        .await
+        .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+fn export_error(e: crate::recording::export::Error) -> JsonError {
+    match e {
+        crate::recording::export::Error::NoVideo => JsonError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the recording has no complete video keyframe",
+        ),
+        other => JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// `GET /shows/{show}/recording`: the show as WebM (VP8) or Matroska (H.264), with Opus.
+async fn export_recording(
+    State(app): State<Arc<App>>,
+    ApiPath(show): ApiPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    admin_for_show(&app, &headers, &show)?;
+    ended_recording(&app, &show).await?;
+    let (pkts, events) = load_recording(&app, &show).await?;
+    let (bytes, summary) = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        crate::recording::export::write(&pkts, &events, &mut out).map(|s| (out, s))
+    })
+    .await
+    .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(export_error)?;
+    app.metrics.recording_exports.inc();
+    let ext = if summary.video_codec == "h264" {
+        "mkv"
+    } else {
+        "webm"
+    };
+    let disposition = format!("attachment; filename=\"{show}.{ext}\"");
+    let mut resp = (StatusCode::OK, Bytes::from(bytes)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(summary.content_type),
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", summary.duration)) {
+        h.insert("x-hawker-duration", v);
+    }
+    Ok(resp)
+}
+
+/// Query of `GET /shows/{show}/recording/chapters`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChaptersQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /shows/{show}/recording/chapters[?format=vtt]`: every highlight with its time in
+/// seconds from the start of the export, as JSON (default) or WebVTT.
+async fn recording_chapters(
+    State(app): State<Arc<App>>,
+    ApiPath(show): ApiPath<String>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<ChaptersQuery>,
+) -> ApiResult<Response> {
+    admin_for_show(&app, &headers, &show)?;
+    let vtt = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("vtt") => true,
+        Some(other) => {
+            return Err(JsonError::bad_request(format!(
+                "format {other:?} is not json or vtt"
+            )))
+        }
+    };
+    ended_recording(&app, &show).await?;
+    let (pkts, events) = load_recording(&app, &show).await?;
+    let (chapters, duration) = tokio::task::spawn_blocking(move || {
+        let mut sink = std::io::sink();
+        crate::recording::export::write(&pkts, &events, &mut sink).map(|s| (s.chapters, s.duration))
+    })
+    .await
+    .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(export_error)?;
+    if vtt {
+        let text = crate::recording::export::webvtt(&chapters, duration);
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/vtt"))],
+            text,
+        )
+            .into_response());
+    }
+    Ok(Json(json!({"show": show, "duration": duration, "chapters": chapters})).into_response())
+}
+
+/// `DELETE /shows/{show}/recording`: 409 while live, 404 when there is none.
+async fn delete_recording(
+    State(app): State<Arc<App>>,
+    ApiPath(show): ApiPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    admin_for_show(&app, &headers, &show)?;
+    ended_recording(&app, &show).await?;
+    let a = app.clone();
+    let s: Arc<str> = Arc::from(show.as_str());
+    let found = tokio::task::spawn_blocking(move || {
+        a.recorder
+            .close(Some(s.clone()), std::time::Duration::from_secs(5));
+        a.recordings.delete(&s)
+    })
+    .await
+    .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if found {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(JsonError::not_found(format!(
+            "show {show:?} has no recording"
+        )))
     }
 }

@@ -214,7 +214,13 @@ pub async fn whip_post(
     }
     match app
         .engine
-        .add_peer(shard, peer, show.spec(), Role::Publisher, offer)
+        .add_peer(
+            shard,
+            peer,
+            publisher_spec(&app, &show),
+            Role::Publisher,
+            offer,
+        )
         .await
     {
         Ok(answer) => {
@@ -245,6 +251,11 @@ pub async fn whip_post(
 pub struct WhepQuery {
     /// A signed anonymous viewer id this server issued earlier (`X-Hawker-Viewer`).
     pub viewer: Option<String>,
+    /// Watch the show's recording instead of the live show.
+    #[serde(default)]
+    pub replay: bool,
+    /// With `replay`: start this many seconds into the recording (at the keyframe before).
+    pub t: Option<f64>,
 }
 
 /// `POST /whep/{show}`.
@@ -297,6 +308,11 @@ pub async fn whep_post(
         .show_for_media(&show_id, false)
         .await
         .ok_or_else(|| ApiError::NotFound(format!("no show {show_id:?}")))?;
+    if query.t.is_some() && !query.replay {
+        return Err(ApiError::BadRequest(
+            "t (a seek position) applies to a replay: add replay=true".into(),
+        ));
+    }
     let session_id = new_session_id();
     let shard = app.engine.pick_viewer_shard();
     let peer = app.engine.next_peer_id();
@@ -313,9 +329,21 @@ pub async fn whep_post(
             ip: client_ip(&client),
         },
     )?;
+    let spec = if query.replay {
+        match replay_spec(&app, &show, peer, shard, query.t.unwrap_or(0.0)).await {
+            Ok(spec) => spec,
+            Err(e) => {
+                // Releases the session (and its caps) and any replay state.
+                app.session_gone(peer);
+                return Err(e);
+            }
+        }
+    } else {
+        show.spec()
+    };
     match app
         .engine
-        .add_peer(shard, peer, show.spec(), Role::Viewer, offer)
+        .add_peer(shard, peer, spec, Role::Viewer, offer)
         .await
     {
         Ok(answer) => {
@@ -336,10 +364,72 @@ pub async fn whep_post(
             Ok(resp)
         }
         Err(e) => {
-            app.registry.remove_by_peer(peer);
+            app.session_gone(peer);
             Err(e.into())
         }
     }
+}
+
+/// Prepare a replay of `show` for viewer `peer`: 409 while the show is live, 404 without a
+/// recording, 400 for a seek past the end. The engine sees a private show for this viewer.
+async fn replay_spec(
+    app: &Arc<App>,
+    show: &Arc<crate::shows::Show>,
+    peer: crate::engine::PeerId,
+    shard: usize,
+    t: f64,
+) -> Result<crate::engine::ShowSpec, ApiError> {
+    use crate::recording::replay;
+    if show.live.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::Conflict(format!(
+            "show {:?} is live; watch it live (without replay)",
+            show.id
+        )));
+    }
+    if !app.recordings.has_media(&show.id) {
+        return Err(ApiError::NotFound(format!(
+            "show {:?} has no recording",
+            show.id
+        )));
+    }
+    if !t.is_finite() {
+        return Err(ApiError::BadRequest("t must be a number of seconds".into()));
+    }
+    let a = app.clone();
+    let id = show.id.clone();
+    let (pkts, events) = tokio::task::spawn_blocking(move || a.load_recording(&id))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("cannot read the recording: {e}")))?;
+    let codec = pkts
+        .iter()
+        .find(|p| p.codec.is_video())
+        .map(|p| p.codec)
+        .unwrap_or(crate::codec::Codec::Vp8);
+    let plan = replay::plan(pkts, events, t).map_err(|e| match e {
+        replay::Error::PastEnd { .. } => ApiError::BadRequest(e.to_string()),
+        other => ApiError::Unprocessable(other.to_string()),
+    })?;
+    let live = crate::live::snapshot(app, &show.id).await;
+    let greeting = replay::snapshot(&live, plan.start, plan.duration, plan.highlight.as_ref());
+    let engine_show: Arc<str> = Arc::from(format!("{}~replay-{peer}", show.id));
+    app.replays.insert(
+        peer,
+        replay::Session {
+            engine_show: engine_show.clone(),
+            shard,
+            greeting,
+            plan: parking_lot::Mutex::new(Some(plan)),
+            task: parking_lot::Mutex::new(None),
+        },
+    );
+    app.metrics.replay_viewers.inc();
+    Ok(crate::engine::ShowSpec {
+        id: engine_show,
+        video_codecs: vec![codec],
+        clock: Default::default(),
+        record: false,
+    })
 }
 
 /// `DELETE /whip/{show}/{session}` and `DELETE /whep/{show}/{session}`.
@@ -399,4 +489,13 @@ pub async fn endpoint_options() -> Response {
     h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
     h.insert("accept-post", HeaderValue::from_static("application/sdp"));
     r
+}
+
+/// The show as its publisher session starts: recorded or not, by the show's setting or the
+/// config (the events of the session follow the same choice).
+fn publisher_spec(app: &App, show: &crate::shows::Show) -> crate::engine::ShowSpec {
+    let record = app.records(&show.id);
+    show.recording
+        .store(record, std::sync::atomic::Ordering::Relaxed);
+    show.spec()
 }

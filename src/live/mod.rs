@@ -97,7 +97,11 @@ pub fn broadcast(app: &App, show: &str, ty: &'static str, text: String, started:
     let Some(sh) = app.registry.show(show) else {
         return;
     };
-    app.engine.broadcast_text(&sh.id, Arc::from(text));
+    let text: Arc<str> = Arc::from(text);
+    if ty != "viewers" {
+        app.record_event(&sh, &text);
+    }
+    app.engine.broadcast_text(&sh.id, text);
     app.metrics.events_fanned_out.with_label_values(&[ty]).inc();
     app.metrics
         .event_fanout_seconds
@@ -145,7 +149,10 @@ pub async fn on_channel_open(app: Arc<App>, peer: PeerId) {
     let Some(s) = app.registry.session_of_peer(peer) else {
         return;
     };
-    let text = snapshot(&app, &s.show.id).await;
+    let mut text = snapshot(&app, &s.show.id).await;
+    if let Some(r) = app.replays.get(peer) {
+        text = r.greeting.clone();
+    }
     app.engine.greet(s.shard, s.peer, Arc::from(text));
 }
 
@@ -343,12 +350,13 @@ fn question(app: &App, s: &Session, text: String) {
             ),
         );
     }
-    to_seller(
-        app,
-        &s.show.id,
-        json!({"type": "question", "from": s.sub, "text": text, "at_ms": commerce::now_ms()})
-            .to_string(),
-    );
+    let q = json!({"type": "question", "from": s.sub, "text": text, "at_ms": commerce::now_ms()});
+    if app.cfg.recording.keep_chat {
+        let mut kept = q.clone();
+        kept["rtp_ts"] = s.show.clock.latest().map_or(Value::Null, Value::from);
+        app.record_event(&s.show, &Arc::from(kept.to_string()));
+    }
+    to_seller(app, &s.show.id, q.to_string());
     reply(app, s, json!({"type": "question_received"}).to_string());
 }
 

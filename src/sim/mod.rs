@@ -56,6 +56,8 @@ pub struct Config {
     pub keyframe_cache_age: Duration,
     /// `media.max_peers_per_shard`.
     pub max_peers: usize,
+    /// Whether shows are recorded (their packets collected in [`Sim::recorded`]).
+    pub record: bool,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             connect_timeout: media.connect_timeout,
             keyframe_cache_age: media.keyframe_cache_max_age,
             max_peers: media.max_peers_per_shard,
+            record: false,
         }
     }
 }
@@ -98,6 +101,9 @@ pub struct Sim {
     /// Steps in a row at the same instant: a deadline that is never served spins here.
     stalled: u32,
     out: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    record: bool,
+    /// What the shards queued for the recorder, in order.
+    pub recorded: Vec<Arc<crate::engine::MediaPacket>>,
 }
 
 impl Sim {
@@ -118,6 +124,7 @@ impl Sim {
                 connect_timeout: cfg.connect_timeout,
                 max_peers: cfg.max_peers,
                 keyframe_cache_age: cfg.keyframe_cache_age,
+                record_layer: 0,
             };
             let count = Arc::new(AtomicUsize::new(0));
             cores.push(Core::new(epoch, settings, metrics.shard(i), count));
@@ -139,6 +146,8 @@ impl Sim {
             steps: 0,
             stalled: 0,
             out: Vec::new(),
+            record: cfg.record,
+            recorded: Vec::new(),
         }
     }
 
@@ -231,6 +240,7 @@ impl Sim {
             id: Arc::from(show),
             video_codecs: vec![Codec::H264, Codec::Vp8],
             clock: self.clock(show),
+            record: self.record,
         }
     }
 
@@ -528,6 +538,7 @@ impl Sim {
             for r in self.cores[i].replies.drain(..) {
                 on_reply(r);
             }
+            self.recorded.append(&mut self.cores[i].recorded);
             let events: Vec<Event> = self.cores[i].events.drain(..).collect();
             for ev in events {
                 if let (Event::ChannelOpen { peer, .. }, Some(g)) = (&ev, &self.greeting) {

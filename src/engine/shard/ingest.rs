@@ -1,7 +1,8 @@
 //! Ingest, on a show's home shard: each publisher packet is mapped once into the show's
 //! numbering ([`SourceMap`]), checked for a keyframe start, stamped on the show's video clock,
 //! and handed as one `Arc`'d [`MediaPacket`] to this shard's viewers and to every other shard.
-//! Keyframe requests from anywhere end here, coalesced by the show's [`Gate`].
+//! Keyframe requests from anywhere end here, coalesced by the show's [`Gate`]. A recorded
+//! show's packets are also queued, once, for the recorder (`Core::recorded`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ pub(super) struct Home {
     video_codecs: Vec<Codec>,
     /// Previous video packet (show seq, ts, marker) to find frame starts.
     prev_video: Option<(u64, u32, bool)>,
+    /// Queue the show's packets for the recorder.
+    record: bool,
 }
 
 impl Home {
@@ -35,6 +38,7 @@ impl Home {
             clock: show.clock.clone(),
             video_codecs: show.video_codecs.clone(),
             prev_video: None,
+            record: show.record,
         }
     }
 
@@ -45,6 +49,7 @@ impl Home {
         // rather than the old session's capture clock.
         self.clock.clear_sender_report();
         self.video_codecs = show.video_codecs.clone();
+        self.record = show.record;
     }
 }
 
@@ -98,6 +103,7 @@ impl Core {
         let Ok((seq, ts)) = map.map(&inc) else {
             return;
         };
+        let record = home.record;
         let mut keyframe_start = false;
         if track == Track::Video {
             let frame_start = match home.prev_video {
@@ -135,6 +141,9 @@ impl Core {
             arrival: now,
         });
         self.outbox.push(ToOthers::Media(mp.clone()));
+        if record && mp.pkt.layer == self.s.record_layer {
+            self.recorded.push(mp.clone());
+        }
         self.fanout(now, &mp);
     }
 

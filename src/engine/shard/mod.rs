@@ -5,7 +5,8 @@
 //! * [`Core::transmits`]: datagrams to send from the shard's socket;
 //! * [`Core::outbox`]: what every other shard must hear ([`ToOthers`]);
 //! * [`Core::events`]: what the control plane hears about (peer life-cycle, data-channel text);
-//! * [`Core::replies`]: the answers to [`Msg::Add`] and [`Msg::Remove`].
+//! * [`Core::replies`]: the answers to [`Msg::Add`] and [`Msg::Remove`];
+//! * [`Core::recorded`]: packets of recorded shows, on their home shard, for the recorder.
 //!
 //! Inputs: [`Core::handle_msg`] (signalling and cross-shard traffic), [`Core::handle_datagram`]
 //! (a UDP datagram) and [`Core::handle_timeout`] (at [`Core::next_deadline`]). The driver
@@ -56,6 +57,9 @@ pub struct Settings {
     pub max_peers: usize,
     /// Start joining viewers from a cached keyframe at most this old (zero disables).
     pub keyframe_cache_age: Duration,
+    /// The simulcast layer a recorded show's packets are queued for the recorder from (0, the
+    /// only layer without simulcast; the top layer once there are several).
+    pub record_layer: u8,
 }
 
 /// What a shard tells every other shard. Both carry `Arc`s: one allocation, shared.
@@ -121,6 +125,9 @@ pub struct Core {
     pub events: Vec<Event>,
     /// Answers to [`Msg::Add`] and [`Msg::Remove`].
     pub replies: Vec<Reply>,
+    /// Packets of recorded shows homed here, in show numbering, of the recorded layer: the
+    /// same `Arc`s the viewers get, for `crate::recording`.
+    pub recorded: Vec<Arc<MediaPacket>>,
 }
 
 impl Core {
@@ -143,6 +150,7 @@ impl Core {
             outbox: Vec::new(),
             events: Vec::new(),
             replies: Vec::new(),
+            recorded: Vec::new(),
         }
     }
 
