@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The project's test command (and CI's, via .ci/run). Works on a fresh Debian machine that has
 # only the Rust toolchain, node >= 20.19 with npm, and python3: installs what the tests need when missing
-# (Debian's chromium and ffmpeg, tests/browser's and tests/platform's npm packages), then runs, in order:
+# (Debian's chromium, ffmpeg and GStreamer, the GStreamer webrtchttp plugin built from crates.io,
+# tests/browser's and tests/platform's npm packages), then runs, in order:
 #   1. cargo fmt --check
 #   2. cargo clippy --all-targets -- -D warnings
 #   3. what an integrating platform touches first (tests/platform/, node + python3):
 #      OpenAPI lint (redocly, recommended-strict), the client generated from the document
 #      (openapi-typescript) type-checked, the SDK package (declarations current, npm pack,
 #      installed into a third-party site, examples/viewer type-checked)
-#   4. cargo test --release            (everything except the browser tests)
+#   4. cargo test --release            (everything except the browser tests; includes the
+#      GStreamer interop cell, tests/interop_gstreamer.rs, in a private network namespace)
 #   5. platform end-to-end: the generated client, examples/viewer and the example webhook
 #      receivers (Node and Python) against target/release/hawker
 #   6. the real-browser WHIP/WHEP and shop tests (tests/browser*.rs -> tests/browser/*.mjs)
@@ -128,6 +130,49 @@ for dir in "$BROWSER_DIR" "$PLATFORM_DIR"; do
     (cd "$dir" && npm ci --no-audit --no-fund)
   fi
 done
+
+# GStreamer interop (tests/interop_gstreamer.rs): Debian 12's GStreamer 1.22 with webrtcbin and
+# libnice, and the webrtchttp plugin (whipsink, whepsrc) of gst-plugins-rs, built once from its
+# crates.io source with the lock file kept in tests/interop/, and cached under target/interop/.
+GST_WEBRTCHTTP_VERSION=0.10.8
+INTEROP_DIR="$ROOT/target/interop"
+GST_PLUGIN_DIR="$INTEROP_DIR/gst-plugins"
+GST_APT=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  libssl-dev pkg-config iproute2 util-linux)
+missing=()
+for p in "${GST_APT[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "gstreamer: installing ${missing[*]} (apt-get)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if [ -f "$GST_PLUGIN_DIR/libgstwebrtchttp.so" ]; then
+  echo "gstreamer: webrtchttp $GST_WEBRTCHTTP_VERSION already built in ${GST_PLUGIN_DIR#"$ROOT/"}"
+else
+  echo "gstreamer: building gst-plugin-webrtchttp $GST_WEBRTCHTTP_VERSION from crates.io"
+  fetch="$INTEROP_DIR/fetch"
+  mkdir -p "$fetch/src"
+  : >"$fetch/src/lib.rs"
+  printf '[package]\nname = "fetch-gst-webrtchttp"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n[dependencies]\ngst-plugin-webrtchttp = "=%s"\n[workspace]\n' \
+    "$GST_WEBRTCHTTP_VERSION" >"$fetch/Cargo.toml"
+  (cd "$fetch" && cargo fetch)
+  src=$(cd "$fetch" && cargo metadata --format-version 1 \
+    | python3 -c 'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "gst-plugin-webrtchttp"))')
+  rm -rf "$INTEROP_DIR/gst-plugin-webrtchttp"
+  cp -r "$(dirname "$src")" "$INTEROP_DIR/gst-plugin-webrtchttp"
+  cp tests/interop/gst-plugin-webrtchttp.Cargo.lock "$INTEROP_DIR/gst-plugin-webrtchttp/Cargo.lock"
+  (cd "$INTEROP_DIR/gst-plugin-webrtchttp" && cargo build --release --locked --lib --target-dir "$INTEROP_DIR/gst-target")
+  mkdir -p "$GST_PLUGIN_DIR"
+  cp "$INTEROP_DIR/gst-target/release/libgstwebrtchttp.so" "$GST_PLUGIN_DIR/"
+  rm -rf "$INTEROP_DIR/gst-target" # ~450 MB of intermediates; the plugin is all we keep
+fi
+export GST_PLUGIN_PATH="$GST_PLUGIN_DIR"
+gst-inspect-1.0 whipsink >/dev/null || die "GStreamer does not load whipsink from $GST_PLUGIN_DIR"
+echo "gstreamer: $(gst-launch-1.0 --version | sed -n 2p), webrtchttp $GST_WEBRTCHTTP_VERSION"
 
 # ---------------------------------------------------------------------------------------------
 step "cargo fmt --check"

@@ -37,6 +37,7 @@ pub struct Metrics {
     dc_in: IntCounterVec,
     dc_out: IntCounterVec,
     dc_dropped: IntCounterVec,
+    dtls_failures: IntCounterVec,
     /// Shows with a publisher connected.
     pub shows_live: IntGauge,
     /// HTTP signalling requests by endpoint and status.
@@ -201,6 +202,9 @@ pub struct ShardMetrics {
     pub dc_messages_out: IntCounter,
     /// Data-channel messages dropped (send buffer full).
     pub dc_dropped: IntCounter,
+    /// Peers dropped because their DTLS handshake cannot succeed, by `reason`
+    /// ([`crate::engine::dtls::Failure`]); rare, so the label is resolved when counted.
+    pub dtls_failures: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -360,6 +364,13 @@ impl Metrics {
             dc_in: counter(&r, "hawker_datachannel_messages_in_total", "Data-channel messages received", s),
             dc_out: counter(&r, "hawker_datachannel_messages_out_total", "Data-channel messages sent", s),
             dc_dropped: counter(&r, "hawker_datachannel_messages_dropped_total", "Data-channel messages dropped because the peer's send buffer was full", s),
+            dtls_failures: {
+                let c = counter(&r, "hawker_dtls_failures_total", "Peers dropped because their DTLS handshake cannot succeed: reason=cipher (no common cipher suite, group or version), certificate (certificate type or signature not usable), fingerprint (certificate does not match the SDP)", &["reason"]);
+                for f in crate::engine::dtls::Failure::ALL {
+                    c.with_label_values(&[f.as_str()]);
+                }
+                c
+            },
             shows_live,
             http_requests: counter(&r, "hawker_http_requests_total", "HTTP requests by route and status", &["route", "status"]),
             orders: counter(&r, "hawker_orders_total", "Buy requests answered, by status", &["status"]),
@@ -402,6 +413,7 @@ impl Metrics {
             dc_messages_in: self.dc_in.with_label_values(&l),
             dc_messages_out: self.dc_out.with_label_values(&l),
             dc_dropped: self.dc_dropped.with_label_values(&l),
+            dtls_failures: self.dtls_failures.clone(),
         }
     }
 

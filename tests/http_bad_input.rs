@@ -36,6 +36,8 @@ async fn offer(codec: VideoCodec, video: Option<Dir>, audio: Option<Dir>) -> Str
         video_codecs: vec![codec],
         default_interceptors: true,
         keyframe_requests_to_app: false,
+        rsa_certificate: false,
+        dtls_cipher_suites: Vec::new(),
     })
     .await
     .unwrap();

@@ -24,6 +24,7 @@
 //! The same cores run in virtual time in `crate::sim`, wired through an in-memory network.
 
 pub mod driver;
+pub mod dtls;
 pub mod forwarder;
 pub mod keyframe;
 mod sendmmsg;

@@ -55,6 +55,11 @@ pub struct PeerConfig {
     /// Deliver inbound PLI / FIR to the application (`TrackLocal::poll`) instead of letting
     /// them die at the end of the interceptor chain.
     pub keyframe_requests_to_app: bool,
+    /// Present an RSA-2048 DTLS certificate signing with PKCS#1 v1.5, as OpenSSL-based
+    /// stacks (GStreamer's webrtcbin) do, instead of webrtc-rs's default ECDSA P-256.
+    pub rsa_certificate: bool,
+    /// DTLS cipher suites offered, in preference order; empty: webrtc-rs's default set.
+    pub dtls_cipher_suites: Vec<rtc::dtls::cipher_suite::CipherSuiteId>,
 }
 
 impl Default for PeerConfig {
@@ -63,8 +68,30 @@ impl Default for PeerConfig {
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
             default_interceptors: true,
             keyframe_requests_to_app: true,
+            rsa_certificate: false,
+            dtls_cipher_suites: Vec::new(),
         }
     }
+}
+
+/// PKCS#8 DER of a fixed RSA-2048 key: webrtc-rs's crypto providers cannot generate RSA
+/// keys, only import them. A fresh self-signed certificate is made around it per peer.
+const RSA_2048_KEY_DER: &[u8] = include_bytes!("rsa_2048_key.der");
+
+/// A self-signed RSA-2048 / SHA-256 certificate around [`RSA_2048_KEY_DER`].
+fn rsa_certificate() -> anyhow::Result<rtc::peer_connection::certificate::RTCCertificate> {
+    use rtc::crypto::SignatureScheme;
+    use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+
+    let provider = rtc::crypto::default_provider()?;
+    let key = provider
+        .crypto()
+        .import_signing_key(SignatureScheme::RsaPkcs1Sha256, RSA_2048_KEY_DER)?;
+    Ok(RTCCertificate::generate_from_signing_key(
+        CertificateParams::new(vec!["hawker-test-rsa".to_owned()])?,
+        SignatureScheme::RsaPkcs1Sha256,
+        key,
+    )?)
 }
 
 /// The RTP codec description for `codec`.
@@ -196,18 +223,23 @@ impl PeerConnectionEventHandler for Handler {
 /// mDNS disabled and max-bundle.
 pub async fn build_peer(cfg: &PeerConfig) -> anyhow::Result<(Arc<dyn PeerConnection>, PeerEvents)> {
     let (me, registry) = media_engine_and_registry(cfg)?;
-    let setting_engine = SettingEngineBuilder::new()
+    let mut setting_engine = SettingEngineBuilder::new()
         // Default is QueryOnly, which binds a multicast socket on :5353 and would resolve
         // `.local` candidates; Disabled keeps everything on the one loopback socket.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         // Connectivity checks every 25 ms (default 200 ms) for up to 1 s: on loopback this
         // cuts ~170 ms off every connection set-up.
         .with_ice_connection_attempts(Some(Duration::from_millis(25)), Some(40))
-        .with_host_acceptance_min_wait(Some(Duration::ZERO))
-        .build();
-    let config = RTCConfigurationBuilder::new()
-        .with_bundle_policy(RTCBundlePolicy::MaxBundle)
-        .build();
+        .with_host_acceptance_min_wait(Some(Duration::ZERO));
+    if !cfg.dtls_cipher_suites.is_empty() {
+        setting_engine = setting_engine.with_dtls_cipher_suites(cfg.dtls_cipher_suites.clone());
+    }
+    let setting_engine = setting_engine.build();
+    let mut config = RTCConfigurationBuilder::new().with_bundle_policy(RTCBundlePolicy::MaxBundle);
+    if cfg.rsa_certificate {
+        config = config.with_certificates(vec![rsa_certificate()?]);
+    }
+    let config = config.build();
 
     let (gathering_tx, gathering) = watch::channel(RTCIceGatheringState::New);
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);

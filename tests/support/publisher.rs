@@ -59,6 +59,10 @@ pub struct PublisherOpts {
     pub connect_timeout: Duration,
     /// Have `connect` wait for `Connected` (and the data channel to open). Default `true`.
     pub wait_connected: bool,
+    /// Present an RSA-2048 DTLS certificate (as GStreamer does). Default `false` (ECDSA).
+    pub rsa_certificate: bool,
+    /// DTLS cipher suites offered; empty (the default): webrtc-rs's default set.
+    pub dtls_cipher_suites: Vec<rtc::dtls::cipher_suite::CipherSuiteId>,
 }
 
 impl Default for PublisherOpts {
@@ -78,6 +82,8 @@ impl Default for PublisherOpts {
             initial_timestamp: 10_000,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             wait_connected: true,
+            rsa_certificate: false,
+            dtls_cipher_suites: Vec::new(),
         }
     }
 }
@@ -179,6 +185,8 @@ impl Publisher {
             video_codecs: vec![opts.video_codec],
             default_interceptors: opts.default_interceptors,
             keyframe_requests_to_app: true,
+            rsa_certificate: opts.rsa_certificate,
+            dtls_cipher_suites: opts.dtls_cipher_suites.clone(),
         })
         .await?;
 

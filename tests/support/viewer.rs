@@ -36,6 +36,8 @@ pub struct ViewerOpts {
     pub connect_timeout: Duration,
     /// Have `connect` wait for `Connected` (and the data channel to open). Default `true`.
     pub wait_connected: bool,
+    /// Present an RSA-2048 DTLS certificate (as GStreamer does). Default `false` (ECDSA).
+    pub rsa_certificate: bool,
 }
 
 impl Default for ViewerOpts {
@@ -48,6 +50,7 @@ impl Default for ViewerOpts {
             default_interceptors: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             wait_connected: true,
+            rsa_certificate: false,
         }
     }
 }
@@ -158,6 +161,8 @@ impl Viewer {
             video_codecs: opts.video_codecs.clone(),
             default_interceptors: opts.default_interceptors,
             keyframe_requests_to_app: false,
+            rsa_certificate: opts.rsa_certificate,
+            dtls_cipher_suites: Vec::new(),
         })
         .await?;
         for (enabled, kind) in [

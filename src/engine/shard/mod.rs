@@ -33,6 +33,7 @@ use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
 
+use super::dtls::Failure;
 use super::forwarder::Track;
 use super::{AddPeer, Event, MediaPacket, Msg, PeerId, Reply, Role, EVENTS_LABEL};
 use crate::metrics::ShardMetrics;
@@ -276,6 +277,11 @@ impl Core {
             return;
         };
         if let Err(e) = peer.rtc.handle_input(input) {
+            if let Some(f) = Failure::of(&e) {
+                let id = peer.id;
+                self.dtls_failed(idx, id, f, &e);
+                return;
+            }
             tracing::debug!(peer = peer.id, "input error: {e}");
             self.metrics.garbage.inc();
         }
@@ -334,6 +340,7 @@ impl Core {
     fn drain(&mut self, now: Instant, idx: usize) {
         let mut events = std::mem::take(&mut self.rtc_events);
         let mut dead = false;
+        let mut dtls_failure = None;
         if let Some(p) = self.peers.get_mut(idx) {
             loop {
                 if !p.rtc.is_alive() {
@@ -351,7 +358,10 @@ impl Core {
                     }
                     Ok(Output::Event(e)) => events.push(e),
                     Err(e) => {
-                        tracing::debug!(peer = p.id, "poll error: {e}");
+                        match Failure::of(&e) {
+                            Some(f) => dtls_failure = Some((p.id, f, e)),
+                            None => tracing::debug!(peer = p.id, "poll error: {e}"),
+                        }
                         dead = true;
                         break;
                     }
@@ -362,9 +372,38 @@ impl Core {
             self.handle_rtc_event(now, idx, e);
         }
         self.rtc_events = events;
-        if dead {
+        if let Some((id, f, e)) = dtls_failure {
+            self.dtls_failed(idx, id, f, &e);
+        } else if dead {
             self.remove(idx, false);
         }
+    }
+
+    /// Drop a peer whose DTLS handshake cannot succeed, saying why.
+    fn dtls_failed(&mut self, idx: usize, id: PeerId, f: Failure, e: &str0m::RtcError) {
+        let mut role = None;
+        if let Some(p) = self.peers.get_mut(idx) {
+            role = Some(p.role);
+            // Let the alert the DTLS layer queued reach the peer, so it fails fast too.
+            for _ in 0..8 {
+                match p.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => self.transmits.push(t),
+                    _ => break,
+                }
+            }
+        }
+        tracing::warn!(
+            peer = id,
+            ?role,
+            reason = f.as_str(),
+            "DTLS handshake failed, dropping the peer: {}: {e}",
+            f.explain()
+        );
+        self.metrics
+            .dtls_failures
+            .with_label_values(&[f.as_str()])
+            .inc();
+        self.remove(idx, false);
     }
 
     fn handle_rtc_event(&mut self, now: Instant, idx: usize, e: RtcEvent) {
