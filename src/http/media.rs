@@ -12,6 +12,7 @@ use str0m::change::SdpOffer;
 use super::error::ApiError;
 use super::App;
 use crate::auth::Role as TokenRole;
+use crate::engine::simulcast::Quality;
 use crate::engine::Role;
 use crate::shows::Session;
 
@@ -136,7 +137,7 @@ pub async fn whip_post(
     });
     match app
         .engine
-        .add_peer(shard, peer, show.spec(), Role::Publisher, offer)
+        .add_peer(shard, peer, show.spec(), Role::Publisher, offer, Quality::Auto)
         .await
     {
         Ok(answer) => {
@@ -161,6 +162,8 @@ pub async fn whip_post(
 pub struct WhepQuery {
     /// Stable id of an anonymous viewer (1-64 of `[A-Za-z0-9_-]`).
     pub viewer: Option<String>,
+    /// Quality cap: `auto` (default), `low`, `medium`, `high`.
+    pub quality: Option<String>,
 }
 
 /// `POST /whep/{show}`.
@@ -190,6 +193,14 @@ pub async fn whep_post(
             )?
             .sub
     };
+    let quality = match query.quality.as_deref() {
+        None => Quality::Auto,
+        Some(q) => Quality::parse(q).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "quality must be auto, low, medium or high, not {q:?}"
+            ))
+        })?,
+    };
     let offer = parse_offer(&headers, &body)?;
     // Viewers never create shows (see `App::show_for_media`).
     let show = app
@@ -210,7 +221,7 @@ pub async fn whep_post(
     });
     match app
         .engine
-        .add_peer(shard, peer, show.spec(), Role::Viewer, offer)
+        .add_peer(shard, peer, show.spec(), Role::Viewer, offer, quality)
         .await
     {
         Ok(answer) => {
