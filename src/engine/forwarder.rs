@@ -665,7 +665,11 @@ mod tests {
         match decide(&l(900, 2, true, 100, 7), &mut v, &PTS) {
             Decision::Send { seq, vp8, .. } => {
                 assert_eq!(seq, 12);
-                assert_eq!(vp8, Some((0, Some(0))), "15-bit PictureID and TL0PICIDX wrap");
+                assert_eq!(
+                    vp8,
+                    Some((0, Some(0))),
+                    "15-bit PictureID and TL0PICIDX wrap"
+                );
             }
             d => panic!("{d:?}"),
         }

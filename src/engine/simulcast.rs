@@ -27,11 +27,16 @@ pub const UP_HOLD: Duration = Duration::from_secs(1);
 /// Bitrate set aside for audio (Opus at the rates browsers send, with headers).
 pub const AUDIO_BPS: u64 = 64_000;
 
+/// How often a viewer below its cap probes for the next layer, and for how long.
+pub const PROBE_EVERY: Duration = Duration::from_secs(3);
+/// See [`PROBE_EVERY`].
+pub const PROBE_FOR: Duration = Duration::from_secs(1);
+
 /// How often a viewer's choice is re-evaluated without a new estimate.
 pub const SELECT_EVERY: Duration = Duration::from_millis(250);
 
 /// The estimate a viewer's BWE starts from.
-pub const INITIAL_ESTIMATE_BPS: u64 = 800_000;
+pub const INITIAL_ESTIMATE_BPS: u64 = 300_000;
 
 /// A viewer's quality cap (WHEP `?quality=`, or the `quality` message on `events`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,7 +117,11 @@ pub fn order_rids(rids: &[&str]) -> Vec<u8> {
 pub struct Choice {
     /// The layer to move to (or stay on).
     pub target: u8,
-    /// Ask the BWE to probe: (minimum, desired) bits/s, or `None` when nothing is above.
+    /// What to give the BWE (str0m `set_bitrate`): (minimum, desired) bits/s. In a probe
+    /// window ([`PROBE_FOR`] every [`PROBE_EVERY`]) the minimum is the next layer's rate
+    /// (padding fills the gap, capped by the estimate) and the desired rate the top allowed
+    /// layer's (probe clusters); between windows, (0, the target layer's rate). `None` when
+    /// nothing is above.
     pub probe: Option<(u64, u64)>,
 }
 
@@ -122,6 +131,9 @@ pub struct Select {
     target: Option<u8>,
     /// Since when the next layer up has fitted with the reserve.
     up_since: Option<Instant>,
+    /// The current probe window's start, and the next one's.
+    probe_from: Option<Instant>,
+    next_probe: Option<Instant>,
 }
 
 impl Select {
@@ -164,9 +176,14 @@ impl Select {
             Some(cur) => {
                 let cur_ok = allowed(cur as usize) && fits(cur as usize, 1.0);
                 if !cur_ok || cur > cap {
-                    // Fast down (or the layer stopped, or the cap went down).
+                    // Fast down (or the layer stopped, or the cap went down): to the best
+                    // layer below that fits as it is (no reserve: the estimate just fell).
                     self.up_since = None;
-                    best.min(if allowed(cur as usize) { cur } else { best })
+                    (0..cur.min(cap.saturating_add(1)) as usize)
+                        .rev()
+                        .find(|&l| allowed(l) && fits(l, 1.0))
+                        .map(|l| l as u8)
+                        .unwrap_or_else(|| best.min(cur))
                 } else if best > cur {
                     match self.up_since {
                         Some(t) if now.duration_since(t) >= UP_HOLD => {
@@ -192,11 +209,24 @@ impl Select {
         // Probe towards the next allowed layer above the target.
         let next = (target as usize + 1..MAX_LAYERS).find(|&l| allowed(l));
         let top = (0..MAX_LAYERS).rev().find(|&l| allowed(l));
+        let need = |l: usize| ((rates[l].unwrap_or(0) + AUDIO_BPS) as f64 * UP_RESERVE) as u64;
         let probe = match (next, top) {
             (Some(n), Some(t)) => {
-                let min = ((rates[n].unwrap_or(0) + AUDIO_BPS) as f64 * UP_RESERVE) as u64;
-                let desired = ((rates[t].unwrap_or(0) + AUDIO_BPS) as f64 * UP_RESERVE) as u64;
-                Some((min, desired.max(min)))
+                // Probe in windows: padding up to the next layer's rate (str0m caps it at the
+                // estimate, so the estimate can grow) and a higher desired rate (a rise in
+                // `desired` makes str0m send a probe cluster). Between windows the viewer
+                // sends only its media.
+                let due = self.next_probe.is_none_or(|t| now >= t);
+                if due {
+                    self.probe_from = Some(now);
+                    self.next_probe = Some(now + PROBE_EVERY);
+                }
+                let probing = self.probe_from.is_some_and(|t| now < t + PROBE_FOR);
+                if probing {
+                    Some((need(n), need(t).max(need(n))))
+                } else {
+                    Some((0, need(target as usize)))
+                }
             }
             _ => None,
         };
@@ -331,8 +361,7 @@ impl Align {
         if self.offset[l].is_some() || self.rough[l].is_some() {
             return;
         }
-        let (Some((ntp_r, rtp_r)), Some((ntp_l, rtp_l))) = (self.sr[r as usize], self.sr[l])
-        else {
+        let (Some((ntp_r, rtp_r)), Some((ntp_l, rtp_l))) = (self.sr[r as usize], self.sr[l]) else {
             return;
         };
         // The reference's RTP time at the instant of this layer's report.
@@ -344,9 +373,7 @@ impl Align {
 
     /// Whether a layer's timestamps are on the show clock.
     pub fn ready(&self, layer: u8) -> bool {
-        self.offset
-            .get(layer as usize)
-            .is_some_and(|o| o.is_some())
+        self.offset.get(layer as usize).is_some_and(|o| o.is_some())
     }
 }
 
@@ -383,14 +410,20 @@ mod tests {
         let c = s.choose(t0, &RATES, 700_000, 2).unwrap();
         assert_eq!(c.target, 1);
         let (min, _) = c.probe.unwrap();
-        assert!(min >= 1_500_000, "probe for the next layer: {min}");
+        assert!(min >= 1_500_000, "probe window for the next layer: {min}");
         // The estimate recovers: up only after UP_HOLD.
         assert_eq!(s.choose(t0, &RATES, 3_000_000, 2).unwrap().target, 1);
         let mid = t0 + UP_HOLD / 2;
         assert_eq!(s.choose(mid, &RATES, 3_000_000, 2).unwrap().target, 1);
-        assert_eq!(s.choose(t0 + UP_HOLD, &RATES, 3_000_000, 2).unwrap().target, 2);
+        assert_eq!(
+            s.choose(t0 + UP_HOLD, &RATES, 3_000_000, 2).unwrap().target,
+            2
+        );
         // A cap moves down at once.
-        assert_eq!(s.choose(t0 + UP_HOLD, &RATES, 3_000_000, 0).unwrap().target, 0);
+        assert_eq!(
+            s.choose(t0 + UP_HOLD, &RATES, 3_000_000, 0).unwrap().target,
+            0
+        );
     }
 
     #[test]

@@ -137,7 +137,14 @@ pub async fn whip_post(
     });
     match app
         .engine
-        .add_peer(shard, peer, show.spec(), Role::Publisher, offer, Quality::Auto)
+        .add_peer(
+            shard,
+            peer,
+            show.spec(),
+            Role::Publisher,
+            offer,
+            Quality::Auto,
+        )
         .await
     {
         Ok(answer) => {

@@ -29,8 +29,25 @@ pub fn put_trailer(p: &mut [u8], send_us: u64) {
     p[n - 4..].copy_from_slice(&MAGIC.to_be_bytes());
 }
 
+/// Write the trailer of a simulcast layer's packet: the layer rides in the send time's top
+/// byte (send times never reach 2^56 µs).
+pub fn put_trailer_layer(p: &mut [u8], send_us: u64, layer: u8) {
+    put_trailer(p, (send_us & LAYER_MASK) | ((layer as u64 + 1) << 56));
+}
+
+const LAYER_MASK: u64 = (1 << 56) - 1;
+
 /// The send time in a payload's trailer, if it has one.
 pub fn trailer(p: &[u8]) -> Option<u64> {
+    trailer_raw(p).map(|v| v & LAYER_MASK)
+}
+
+/// The simulcast layer in a payload's trailer, if it has one.
+pub fn trailer_layer(p: &[u8]) -> Option<u8> {
+    trailer_raw(p).and_then(|v| ((v >> 56) as u8).checked_sub(1))
+}
+
+fn trailer_raw(p: &[u8]) -> Option<u64> {
     let n = p.len();
     if n < TRAILER || p[n - 4..] != MAGIC.to_be_bytes() {
         return None;

@@ -82,6 +82,10 @@ pub struct Received {
     /// The publisher's send time from the payload trailer, µs of virtual time since the
     /// harness started.
     pub sent_us: Option<u64>,
+    /// The simulcast layer the publisher sent it on (synthetic simulcast publishers only).
+    pub layer: Option<u8>,
+    /// VP8 PictureID and TL0PICIDX, when the payload descriptor has them.
+    pub vp8_ids: Option<(u16, Option<u8>)>,
 }
 
 /// One packet to write: (kind, SSRC, payload type, sequence number, timestamp, payload,
@@ -293,6 +297,11 @@ impl Peer {
                     keyframe,
                     payload_hash: hash(&pkt.payload),
                     sent_us: media::trailer(&pkt.payload),
+                    layer: media::trailer_layer(&pkt.payload),
+                    vp8_ids: (codec == Some(Codec::Vp8))
+                        .then(|| str0m::rtp::Vp8Descriptor::parse(&pkt.payload).ok())
+                        .flatten()
+                        .and_then(|d| Some((d.picture_id()?, d.tl0_pic_idx()))),
                 });
             }
             _ => {}
@@ -355,8 +364,7 @@ impl Peer {
                 let delta = (p.cfg.video_kbps as usize * 1000 / 8 / fps as usize).max(200);
                 let bytes = if key { delta * 3 } else { delta };
                 let ts = p.cfg.first_ts.0.wrapping_add(frame_ts);
-                for c in
-                    media::video_frame(p.cfg.codec, key, bytes, p.cfg.payload_size, p.frame_no)
+                for c in media::video_frame(p.cfg.codec, key, bytes, p.cfg.payload_size, p.frame_no)
                 {
                     let mut payload = c.payload;
                     media::put_trailer(&mut payload, sent_us);
@@ -372,8 +380,13 @@ impl Peer {
                 let kbps = p.cfg.simulcast[l];
                 let delta = (kbps as usize * 1000 / 8 / fps as usize).max(200);
                 let bytes = if key { delta * 3 } else { delta };
-                let base = layer_base(l);
-                let ts = p.cfg.first_ts.0.wrapping_add(base as u32).wrapping_add(frame_ts);
+                let (base, ts_base) = layer_base(l);
+                let ts = p
+                    .cfg
+                    .first_ts
+                    .0
+                    .wrapping_add(ts_base)
+                    .wrapping_add(frame_ts);
                 let pid = (base as u64 + p.frame_no) as u16;
                 let tl0 = (base as u64 + p.frame_no) as u8;
                 let frame =
@@ -383,7 +396,7 @@ impl Peer {
                         Codec::Vp8 => media::vp8_with_ids(&c.payload, pid, tl0),
                         _ => c.payload,
                     };
-                    media::put_trailer(&mut payload, sent_us);
+                    media::put_trailer_layer(&mut payload, sent_us, l as u8);
                     let _ = i;
                     let n = p.layer_seq.get(l).copied().unwrap_or(0);
                     let seq = p.cfg.first_seq.0 + base as u64 + n;
@@ -439,10 +452,11 @@ impl Peer {
     }
 }
 
-/// A simulcast layer's offset for its sequence number, timestamp and PictureID bases: layer 0
-/// starts where a single-layer publisher would, the others far from it.
-fn layer_base(layer: usize) -> u32 {
-    [0, 20_011, 7_777_777][layer.min(2)]
+/// A simulcast layer's offsets for its (sequence number and PictureID, timestamp) bases:
+/// layer 0 starts where a single-layer publisher would, the others far from it (sequence
+/// numbers within the first rollover: a receiver assumes ROC 0 for a new SSRC).
+fn layer_base(layer: usize) -> (u32, u32) {
+    [(0, 0), (20_011, 7_777_777), (40_009, 3_000_000_001)][layer.min(2)]
 }
 
 /// A stable payload hash for bit-exact comparisons (8 bytes at a time, FxHash-style, then

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
 use str0m::bwe::Bitrate;
+use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Rids};
 use str0m::{Candidate, Rtc};
 

@@ -123,7 +123,10 @@ impl Core {
             return;
         };
         let rates = show.out.rates(now);
-        let Some(choice) = p.select.choose(now, &rates, p.estimate, p.quality.max_layer()) else {
+        let Some(choice) = p
+            .select
+            .choose(now, &rates, p.estimate, p.quality.max_layer())
+        else {
             return;
         };
         let Some(video) = p.video.as_mut() else {
@@ -192,9 +195,10 @@ impl Core {
                         self.metrics.viewers_on_layer(a).inc();
                     }
                 }
-                let mut w = RtpWrite::new(pt.into(), seq.into(), ts, mp.arrival, mp.payload.clone())
-                    .marker(marker)
-                    .nackable(mp.pkt.track == Track::Video);
+                let mut w =
+                    RtpWrite::new(pt.into(), seq.into(), ts, mp.arrival, mp.payload.clone())
+                        .marker(marker)
+                        .nackable(mp.pkt.track == Track::Video);
                 if let (Some((pid, tl0)), Some(desc)) = (vp8, mp.vp8) {
                     let mut b = desc.patch().picture_id(pid);
                     if let Some(t) = tl0 {

@@ -198,16 +198,17 @@ impl Core {
             });
             return;
         }
-        let (peer, answer) = match accept::accept(now, self.s.announce, id, &show, role, offer, quality) {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.replies.push(Reply::Added {
-                    peer: id,
-                    result: Err(e),
-                });
-                return;
-            }
-        };
+        let (peer, answer) =
+            match accept::accept(now, self.s.announce, id, &show, role, offer, quality) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    self.replies.push(Reply::Added {
+                        peer: id,
+                        result: Err(e),
+                    });
+                    return;
+                }
+            };
         let simulcast = peer.is_simulcast();
         let idx = self.peers.insert(peer);
         let local = self

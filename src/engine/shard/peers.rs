@@ -141,17 +141,11 @@ impl Peer {
         if let Some((_, l)) = self.ssrc_layers.iter().find(|(s, _)| *s == ssrc) {
             return *l;
         }
-        let rid = self
-            .rtc
-            .direct_api()
-            .stream_rx(&ssrc)
-            .and_then(|s| s.rid());
+        let rid = self.rtc.direct_api().stream_rx(&ssrc).and_then(|s| s.rid());
         let layer = rid.and_then(|r| self.rids.iter().find(|(x, _)| *x == r).map(|(_, l)| *l));
         let res = match layer {
             None => Err(Ignored::UnknownRid),
-            Some(l) if self.ssrc_layers.iter().any(|(_, x)| *x == Ok(l)) => {
-                Err(Ignored::RidReused)
-            }
+            Some(l) if self.ssrc_layers.iter().any(|(_, x)| *x == Ok(l)) => Err(Ignored::RidReused),
             Some(l) => Ok(l),
         };
         // Bounded: a publisher cycling through SSRCs cannot grow this without end.
