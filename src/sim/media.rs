@@ -205,6 +205,25 @@ pub fn opus_packet(bytes: usize, n: u64) -> Vec<u8> {
     p
 }
 
+/// Give a VP8 packet from [`video_frame`] an extended payload descriptor with a 15-bit
+/// PictureID and a TL0PICIDX (as browsers send for simulcast), keeping its S bit.
+pub fn vp8_with_ids(payload: &[u8], picture_id: u16, tl0: u8) -> Vec<u8> {
+    let Some((&b0, rest)) = payload.split_first() else {
+        return payload.to_vec();
+    };
+    let pid = picture_id & 0x7FFF;
+    let mut p = Vec::with_capacity(payload.len() + 5);
+    // X, S and partition index kept; I|L|T extension; 15-bit PictureID; TL0PICIDX; TID 0.
+    p.push(b0 | 0x80);
+    p.push(0xE0);
+    p.push(0x80 | (pid >> 8) as u8);
+    p.push(pid as u8);
+    p.push(tl0);
+    p.push(0x00);
+    p.extend_from_slice(rest);
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,23 +251,4 @@ mod tests {
         assert_eq!(trailer(&o), Some(7));
         assert_eq!(trailer(&[1, 2, 3]), None);
     }
-}
-
-/// Give a VP8 packet from [`video_frame`] an extended payload descriptor with a 15-bit
-/// PictureID and a TL0PICIDX (as browsers send for simulcast), keeping its S bit.
-pub fn vp8_with_ids(payload: &[u8], picture_id: u16, tl0: u8) -> Vec<u8> {
-    let Some((&b0, rest)) = payload.split_first() else {
-        return payload.to_vec();
-    };
-    let pid = picture_id & 0x7FFF;
-    let mut p = Vec::with_capacity(payload.len() + 5);
-    // X, S and partition index kept; I|L|T extension; 15-bit PictureID; TL0PICIDX; TID 0.
-    p.push(b0 | 0x80);
-    p.push(0xE0);
-    p.push(0x80 | (pid >> 8) as u8);
-    p.push(pid as u8);
-    p.push(tl0);
-    p.push(0x00);
-    p.extend_from_slice(rest);
-    p
 }
