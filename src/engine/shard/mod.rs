@@ -542,3 +542,27 @@ pub fn home_of(show: &str, shards: usize) -> usize {
     show.hash(&mut h);
     (h.finish() % shards.max(1) as u64) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::quality_message;
+    use crate::engine::simulcast::Quality;
+
+    #[test]
+    fn quality_messages() {
+        let m = |s| quality_message(s);
+        assert_eq!(
+            m(r#"{"type":"quality","quality":"low"}"#),
+            Some(Quality::Low)
+        );
+        assert_eq!(
+            m(r#"{"quality":"auto","type":"quality"}"#),
+            Some(Quality::Auto)
+        );
+        // Not a quality message, or not a valid one: left to the control plane.
+        assert_eq!(m(r#"{"type":"buy","quality":"low"}"#), None);
+        assert_eq!(m(r#"{"type":"quality","quality":"ultra"}"#), None);
+        assert_eq!(m(r#"{"type":"quality""#), None);
+        assert_eq!(m(r#"{"type":"ping"}"#), None);
+    }
+}
