@@ -167,9 +167,11 @@ impl ShardNet {
                 marker: self.seq.is_multiple_of(9),
                 keyframe_start: key,
                 layer: 0,
+                vp8: None,
             },
             payload: payload.into(),
             arrival: now,
+            vp8: None,
         })
     }
 }

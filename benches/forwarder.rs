@@ -31,6 +31,7 @@ fn bench(c: &mut Criterion) {
                 marker: false,
                 keyframe_start: seq % 60 == 1,
                 layer: 0,
+                vp8: None,
             };
             for v in viewers.iter_mut() {
                 black_box(decide(black_box(&p), v, &pts));

@@ -38,6 +38,11 @@ pub struct Metrics {
     dc_out: IntCounterVec,
     dc_dropped: IntCounterVec,
     dtls_failures: IntCounterVec,
+    layer_in: IntCounterVec,
+    layer_viewers: IntGaugeVec,
+    switches: IntCounterVec,
+    ignored: IntCounterVec,
+    bwe_estimate: HistogramVec,
     /// Shows with a publisher connected.
     pub shows_live: IntGauge,
     /// HTTP signalling requests by endpoint and status.
@@ -205,7 +210,45 @@ pub struct ShardMetrics {
     /// Peers dropped because their DTLS handshake cannot succeed, by `reason`
     /// ([`crate::engine::dtls::Failure`]); rare, so the label is resolved when counted.
     pub dtls_failures: IntCounterVec,
+    /// Video packets received per simulcast layer.
+    pub layer_in: [IntCounter; 3],
+    /// Viewers receiving each layer.
+    pub layer_viewers: [IntGauge; 3],
+    /// Layer switches up, down.
+    pub switches: [IntCounter; 2],
+    /// Publisher video packets not used: unknown rid, rid reused, layer not on the clock yet.
+    pub ignored: [IntCounter; 3],
+    /// Viewers' bandwidth estimates, bits/s.
+    pub bwe_estimate: Histogram,
 }
+
+impl ShardMetrics {
+    /// Video packets in, for a layer.
+    pub fn layer_packets_in(&self, layer: u8) -> &IntCounter {
+        &self.layer_in[(layer as usize).min(2)]
+    }
+
+    /// Viewers on a layer.
+    pub fn viewers_on_layer(&self, layer: u8) -> &IntGauge {
+        &self.layer_viewers[(layer as usize).min(2)]
+    }
+
+    /// Layer switches, `up` or `down`.
+    pub fn layer_switches(&self, dir: &str) -> &IntCounter {
+        &self.switches[usize::from(dir != "up")]
+    }
+
+    /// Ignored publisher packets by reason (`unknown_rid`, `rid_reused`, `no_sender_report`).
+    pub fn simulcast_ignored(&self, reason: &str) -> &IntCounter {
+        let i = IGNORED_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        &self.ignored[i]
+    }
+}
+
+const IGNORED_REASONS: [&str; 3] = ["unknown_rid", "rid_reused", "no_sender_report"];
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -318,6 +361,29 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let layer_viewers = IntGaugeVec::new(
+            Opts::new(
+                "hawker_media_layer_viewers",
+                "Viewers receiving each simulcast layer (0 is the lowest), by shard",
+            ),
+            &["shard", "layer"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(layer_viewers.clone()))
+            .expect("unique metric");
+        let bwe_estimate = HistogramVec::new(
+            HistogramOpts::new(
+                "hawker_media_bwe_estimate_bps",
+                "Viewers' bandwidth estimates (str0m TWCC), bits/s, one sample per estimate update",
+            )
+            .buckets(vec![
+                100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6,
+            ]),
+            &["shard"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(bwe_estimate.clone()))
+            .expect("unique metric");
         let publishers_replaced = IntCounter::new(
             "hawker_publishers_replaced_total",
             "WHIP sessions that replaced a previous session of the same token subject",
@@ -339,6 +405,11 @@ impl Metrics {
             anon_ids_refused,
             sessions_capped: counter(&r, "hawker_sessions_capped_total", "WHIP/WHEP sessions refused with 429, by cap (ip: http.max_sessions_per_ip, show: http.max_viewers_per_show)", &["cap"]),
             publishers_replaced,
+            layer_viewers,
+            bwe_estimate,
+            layer_in: counter(&r, "hawker_media_layer_packets_in_total", "Video packets received from publishers, by simulcast layer (0 is the lowest)", &["shard", "layer"]),
+            switches: counter(&r, "hawker_media_layer_switches_total", "Viewer layer switches, by direction (up/down)", &["shard", "direction"]),
+            ignored: counter(&r, "hawker_media_simulcast_ignored_total", "Publisher video packets not forwarded: unknown_rid, rid_reused (a second SSRC for one rid), no_sender_report (layer not yet on the show clock)", &["shard", "reason"]),
             http_connections,
             http_connections_refused,
             webhook_outbox_pending,
@@ -414,6 +485,21 @@ impl Metrics {
             dc_messages_out: self.dc_out.with_label_values(&l),
             dc_dropped: self.dc_dropped.with_label_values(&l),
             dtls_failures: self.dtls_failures.clone(),
+            layer_in: std::array::from_fn(|i| {
+                self.layer_in.with_label_values(&[l[0], &i.to_string()])
+            }),
+            layer_viewers: std::array::from_fn(|i| {
+                self.layer_viewers
+                    .with_label_values(&[l[0], &i.to_string()])
+            }),
+            switches: [
+                self.switches.with_label_values(&[l[0], "up"]),
+                self.switches.with_label_values(&[l[0], "down"]),
+            ],
+            ignored: std::array::from_fn(|i| {
+                self.ignored.with_label_values(&[l[0], IGNORED_REASONS[i]])
+            }),
+            bwe_estimate: self.bwe_estimate.with_label_values(&l),
         }
     }
 

@@ -11,15 +11,16 @@
 //!    show sees the same RTP timestamp for the same frame (the video clock that commerce events
 //!    are stamped with).
 //! 2. [`decide`] (one call per packet and viewer) says whether this viewer gets the packet and
-//!    with which sequence number and payload type. Video starts at a keyframe; sequence numbers
-//!    are rebased per viewer so that each viewer's SRTP rollover counter starts at 0, and
-//!    packets dropped for a viewer (while waiting for a keyframe, or in future when a simulcast
-//!    layer is not selected) are squeezed out of that viewer's sequence space so it never sees a
-//!    gap it would NACK. Timestamps are never changed per viewer.
+//!    with which sequence number, payload type and VP8 picture ids. Video starts at a
+//!    keyframe; sequence numbers are rebased per viewer so that each viewer's SRTP rollover
+//!    counter starts at 0. Timestamps are never changed per viewer.
 //!
-//! Simulcast layer switching plugs in as a new input: [`Packet::layer`] and
-//! [`Viewer::target_layer`]; a switch happens at a keyframe of the target layer, exactly like
-//! the initial start. See `docs/forwarding.md` for a worked example with wrap-around.
+//! Simulcast: each layer has its own [`SourceMap`] (its own sequence space) but one show clock.
+//! A viewer receives one layer at a time ([`Packet::layer`]); when its [`Viewer::target_layer`]
+//! changes it keeps its current layer until a keyframe of the target arrives, then continues
+//! its own sequence numbers at `last + 1` and, for VP8, its PictureID / TL0PICIDX at
+//! `last + 1`, so the decoder sees one continuous stream. See `docs/forwarding.md` for worked
+//! examples with wrap-around and a switch.
 
 use std::time::Duration;
 
@@ -140,6 +141,82 @@ impl SourceMap {
     }
 }
 
+/// Show-level timestamps of a track whose sequence numbers live elsewhere: simulcast video has
+/// one clock and a sequence space per layer ([`SourceMap`] per layer). Continues across
+/// publisher sessions exactly like [`SourceMap`] does: at `last + elapsed wall time × rate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockMap {
+    clock_rate: u32,
+    /// (session, show_ts = ts + offset)
+    current: Option<(u64, u32)>,
+    /// Newest show timestamp handed out and its arrival.
+    last: Option<(u32, Duration)>,
+}
+
+impl ClockMap {
+    /// A new clock with the given RTP clock rate; the first session passes through.
+    pub fn new(clock_rate: u32) -> ClockMap {
+        ClockMap {
+            clock_rate,
+            current: None,
+            last: None,
+        }
+    }
+
+    /// The show timestamp of publisher timestamp `ts` in `session`; `None` for an old session.
+    pub fn map(&mut self, session: u64, ts: u32, arrival: Duration) -> Option<u32> {
+        let offset = match self.current {
+            Some((s, o)) if s == session => o,
+            Some((s, _)) if session < s => return None,
+            _ => {
+                let next = match self.last {
+                    Some((lts, la)) => {
+                        let elapsed = arrival.saturating_sub(la);
+                        let ticks = (elapsed.as_micros() as u64 * self.clock_rate as u64
+                            / 1_000_000)
+                            .max(1);
+                        lts.wrapping_add(ticks as u32)
+                    }
+                    None => ts,
+                };
+                let o = next.wrapping_sub(ts);
+                self.current = Some((session, o));
+                o
+            }
+        };
+        let out = ts.wrapping_add(offset);
+        let newer = match self.last {
+            None => true,
+            Some((lts, _)) => (out.wrapping_sub(lts) as i32) >= 0,
+        };
+        if newer {
+            self.last = Some((out, arrival));
+        }
+        Some(out)
+    }
+}
+
+/// VP8 payload descriptor ids of a packet (RFC 7741), parsed once on the home shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Ids {
+    /// PictureID.
+    pub picture_id: u16,
+    /// The PictureID is 15 bits wide (else 7).
+    pub wide: bool,
+    /// TL0PICIDX, if present.
+    pub tl0: Option<u8>,
+}
+
+impl Vp8Ids {
+    fn pid_mask(&self) -> u16 {
+        if self.wide {
+            0x7FFF
+        } else {
+            0x7F
+        }
+    }
+}
+
 /// A packet in the show's numbering, shared by every viewer (only its header fields here;
 /// the payload travels beside it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,22 +225,25 @@ pub struct Packet {
     pub track: Track,
     /// Codec of the payload.
     pub codec: Codec,
-    /// Show sequence number (extended).
+    /// Show sequence number (extended), in this packet's layer's numbering.
     pub seq: u64,
-    /// Show RTP timestamp.
+    /// Show RTP timestamp (one clock for every layer).
     pub ts: u32,
     /// RTP marker bit.
     pub marker: bool,
     /// First packet of a keyframe: a viewer may start (or switch layers) here.
     pub keyframe_start: bool,
-    /// Simulcast layer of this packet (0 without simulcast).
+    /// Simulcast layer of this packet (0 without simulcast; 0 is the lowest).
     pub layer: u8,
+    /// VP8 PictureID / TL0PICIDX, when the payload carries them.
+    pub vp8: Option<Vp8Ids>,
 }
 
 /// Per-viewer, per-track forwarding state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Viewer {
-    /// Layer the viewer wants (0 without simulcast).
+    /// Layer the viewer wants (0 without simulcast). The viewer keeps getting its current
+    /// layer until a keyframe of this one arrives.
     pub target_layer: u8,
     state: ViewerState,
 }
@@ -172,11 +252,18 @@ pub struct Viewer {
 enum ViewerState {
     /// Nothing sent yet; video waits for a keyframe.
     Waiting,
-    /// Forwarding: out_seq = show_seq - delta.
+    /// Forwarding `layer`: out_seq = show_seq - delta (mod 2^64).
     Forwarding {
         delta: u64,
+        /// Show seq (of `layer`) where this layer started for the viewer.
+        first_show_seq: u64,
         last_show_seq: u64,
         layer: u8,
+        /// VP8 rewrite: out = in + offset (mod the id's width).
+        pid_offset: u16,
+        tl0_offset: u8,
+        /// Last VP8 ids sent (after rewrite).
+        last_vp8: Option<(u16, Option<u8>)>,
     },
 }
 
@@ -215,6 +302,9 @@ pub enum Decision {
         pt: u8,
         /// Marker bit.
         marker: bool,
+        /// VP8 (PictureID, TL0PICIDX) to write into the payload descriptor, when they differ
+        /// from the packet's own (after a layer switch).
+        vp8: Option<(u16, Option<u8>)>,
     },
     /// Do not send.
     Drop(DropReason),
@@ -253,20 +343,19 @@ impl Viewer {
         matches!(self.state, ViewerState::Forwarding { .. })
     }
 
+    /// The layer the viewer is receiving now, if any.
+    pub fn layer(&self) -> Option<u8> {
+        match self.state {
+            ViewerState::Forwarding { layer, .. } if layer != u8::MAX => Some(layer),
+            _ => None,
+        }
+    }
+
     /// Forget the start point: the next packet must again be a keyframe (video).
     pub fn restart(&mut self) {
-        if let ViewerState::Forwarding {
-            delta,
-            last_show_seq,
-            ..
-        } = self.state
-        {
+        if let ViewerState::Forwarding { ref mut layer, .. } = self.state {
             // Keep the sequence space continuous: the next start continues after the last one.
-            self.state = ViewerState::Forwarding {
-                delta,
-                last_show_seq,
-                layer: u8::MAX,
-            };
+            *layer = u8::MAX;
         }
     }
 }
@@ -276,27 +365,12 @@ pub fn decide(p: &Packet, v: &mut Viewer, pts: &PtMap) -> Decision {
     let Some(pt) = pts.get(p.codec) else {
         return Decision::Drop(DropReason::CodecNotNegotiated);
     };
-    if p.layer != v.target_layer {
-        // Not this viewer's layer: squeeze it out of the viewer's sequence space.
-        if let ViewerState::Forwarding {
-            delta,
-            last_show_seq,
-            layer,
-        } = v.state
-        {
-            if p.seq > last_show_seq {
-                v.state = ViewerState::Forwarding {
-                    delta: delta + 1,
-                    last_show_seq: p.seq,
-                    layer,
-                };
-            }
-        }
-        return Decision::Drop(DropReason::OtherLayer);
-    }
     let can_start = p.track == Track::Audio || p.keyframe_start;
     match v.state {
         ViewerState::Waiting => {
+            if p.layer != v.target_layer {
+                return Decision::Drop(DropReason::OtherLayer);
+            }
             if !can_start {
                 return Decision::Drop(DropReason::WaitingForKeyframe);
             }
@@ -304,69 +378,107 @@ pub fn decide(p: &Packet, v: &mut Viewer, pts: &PtMap) -> Decision {
             let delta = p.seq & !0xFFFF;
             v.state = ViewerState::Forwarding {
                 delta,
+                first_show_seq: p.seq,
                 last_show_seq: p.seq,
                 layer: p.layer,
+                pid_offset: 0,
+                tl0_offset: 0,
+                last_vp8: p.vp8.map(|i| (i.picture_id, i.tl0)),
             };
             Decision::Send {
                 seq: p.seq - delta,
                 ts: p.ts,
                 pt,
                 marker: p.marker,
+                vp8: None,
             }
         }
         ViewerState::Forwarding {
             delta,
+            first_show_seq,
             last_show_seq,
             layer,
+            pid_offset,
+            tl0_offset,
+            last_vp8,
         } => {
-            if layer != p.layer {
-                // Switching layers (or restarting): only at a keyframe of the target.
+            if p.layer != layer {
+                if p.layer != v.target_layer {
+                    return Decision::Drop(DropReason::OtherLayer);
+                }
+                // The target layer: switch (or restart) only at its keyframe; until then the
+                // viewer keeps its current layer.
                 if !can_start {
-                    if p.seq > last_show_seq {
-                        v.state = ViewerState::Forwarding {
-                            delta: delta + 1,
-                            last_show_seq: p.seq,
-                            layer,
-                        };
-                    }
                     return Decision::Drop(DropReason::WaitingForKeyframe);
                 }
-                // Continue right after the last sequence number this viewer saw.
-                let last_out = last_show_seq - delta;
-                let new_delta = if p.seq > last_out {
-                    p.seq - last_out - 1
-                } else {
-                    0
+                // Continue right after the last sequence number this viewer got.
+                let last_out = last_show_seq.wrapping_sub(delta);
+                let new_delta = p.seq.wrapping_sub(last_out.wrapping_add(1));
+                // VP8: the first picture of the new layer follows the last one sent.
+                let (pid_offset, tl0_offset) = match (p.vp8, last_vp8) {
+                    (Some(ids), Some((last_pid, last_tl0))) => {
+                        let m = ids.pid_mask();
+                        let pid = last_pid.wrapping_add(1) & m;
+                        let po = pid.wrapping_sub(ids.picture_id) & m;
+                        let to = match (ids.tl0, last_tl0) {
+                            (Some(t), Some(lt)) => lt.wrapping_add(1).wrapping_sub(t),
+                            _ => 0,
+                        };
+                        (po, to)
+                    }
+                    _ => (0, 0),
                 };
                 v.state = ViewerState::Forwarding {
                     delta: new_delta,
+                    first_show_seq: p.seq,
                     last_show_seq: p.seq,
                     layer: p.layer,
+                    pid_offset,
+                    tl0_offset,
+                    last_vp8,
                 };
-                return Decision::Send {
-                    seq: p.seq - new_delta,
-                    ts: p.ts,
-                    pt,
-                    marker: p.marker,
-                };
+                return send_same_layer(p, v, pt);
             }
-            if p.seq <= delta || p.seq + 0x8000 < last_show_seq {
+            if p.seq < first_show_seq || p.seq + 0x8000 < last_show_seq {
                 return Decision::Drop(DropReason::TooOld);
             }
-            if p.seq > last_show_seq {
-                v.state = ViewerState::Forwarding {
-                    delta,
-                    last_show_seq: p.seq,
-                    layer,
-                };
-            }
-            Decision::Send {
-                seq: p.seq - delta,
-                ts: p.ts,
-                pt,
-                marker: p.marker,
-            }
+            let _ = (delta, pid_offset, tl0_offset);
+            send_same_layer(p, v, pt)
         }
+    }
+}
+
+/// Send a packet of the viewer's current layer, with its rewrite.
+fn send_same_layer(p: &Packet, v: &mut Viewer, pt: u8) -> Decision {
+    let ViewerState::Forwarding {
+        delta,
+        ref mut last_show_seq,
+        pid_offset,
+        tl0_offset,
+        ref mut last_vp8,
+        ..
+    } = v.state
+    else {
+        return Decision::Drop(DropReason::WaitingForKeyframe);
+    };
+    if p.seq > *last_show_seq {
+        *last_show_seq = p.seq;
+    }
+    let mut vp8 = None;
+    if let Some(ids) = p.vp8 {
+        let pid = ids.picture_id.wrapping_add(pid_offset) & ids.pid_mask();
+        let tl0 = ids.tl0.map(|t| t.wrapping_add(tl0_offset));
+        *last_vp8 = Some((pid, tl0));
+        if pid_offset != 0 || tl0_offset != 0 {
+            vp8 = Some((pid, tl0));
+        }
+    }
+    Decision::Send {
+        seq: p.seq.wrapping_sub(delta),
+        ts: p.ts,
+        pt,
+        marker: p.marker,
+        vp8,
     }
 }
 
@@ -392,6 +504,7 @@ mod tests {
             marker: false,
             keyframe_start: key,
             layer: 0,
+            vp8: None,
         }
     }
 
@@ -484,43 +597,86 @@ mod tests {
         );
     }
 
+    fn seq_of(d: Decision) -> u64 {
+        match d {
+            Decision::Send { seq, .. } => seq,
+            d => panic!("{d:?}"),
+        }
+    }
+
     #[test]
     fn layer_switch_keeps_sequence_continuous() {
+        // Each layer has its own show numbering: layer 0 near 1000, layer 1 near 50_000.
         let mut v = Viewer::new();
         let l = |seq, layer, key| Packet {
             layer,
             ..vpkt(seq, 0, key)
         };
-        assert!(matches!(
-            decide(&l(1, 0, true), &mut v, &PTS),
-            Decision::Send { seq: 1, .. }
-        ));
-        assert!(matches!(
-            decide(&l(2, 1, false), &mut v, &PTS),
-            Decision::Drop(_)
-        ));
-        assert!(matches!(
-            decide(&l(3, 0, false), &mut v, &PTS),
-            Decision::Send { seq: 2, .. }
-        ));
+        assert_eq!(seq_of(decide(&l(1000, 0, true), &mut v, &PTS)), 1000);
+        assert_eq!(
+            decide(&l(50_000, 1, true), &mut v, &PTS),
+            Decision::Drop(DropReason::OtherLayer)
+        );
+        assert_eq!(seq_of(decide(&l(1001, 0, false), &mut v, &PTS)), 1001);
         v.target_layer = 1;
-        assert!(matches!(
-            decide(&l(4, 0, false), &mut v, &PTS),
-            Decision::Drop(_)
-        ));
-        assert!(matches!(
-            decide(&l(5, 1, false), &mut v, &PTS),
-            Decision::Drop(_)
-        ));
-        // Keyframe of the new layer: continues right after 2.
-        assert!(matches!(
-            decide(&l(6, 1, true), &mut v, &PTS),
-            Decision::Send { seq: 3, .. }
-        ));
-        assert!(matches!(
-            decide(&l(7, 1, false), &mut v, &PTS),
-            Decision::Send { seq: 4, .. }
-        ));
+        // Until the target's keyframe, the current layer keeps flowing.
+        assert_eq!(seq_of(decide(&l(1002, 0, false), &mut v, &PTS)), 1002);
+        assert_eq!(
+            decide(&l(50_001, 1, false), &mut v, &PTS),
+            Decision::Drop(DropReason::WaitingForKeyframe)
+        );
+        // Keyframe of the new layer: continues right after 1002.
+        assert_eq!(seq_of(decide(&l(50_002, 1, true), &mut v, &PTS)), 1003);
+        assert_eq!(v.layer(), Some(1));
+        assert_eq!(
+            decide(&l(1003, 0, false), &mut v, &PTS),
+            Decision::Drop(DropReason::OtherLayer)
+        );
+        assert_eq!(seq_of(decide(&l(50_003, 1, false), &mut v, &PTS)), 1004);
+        // Reordered packet from before the switch point of the new layer.
+        assert_eq!(
+            decide(&l(50_001, 1, false), &mut v, &PTS),
+            Decision::Drop(DropReason::TooOld)
+        );
+        // Down to a layer whose numbering is lower than the viewer's: still continuous.
+        v.target_layer = 0;
+        assert_eq!(seq_of(decide(&l(1010, 0, true), &mut v, &PTS)), 1005);
+        assert_eq!(seq_of(decide(&l(1011, 0, false), &mut v, &PTS)), 1006);
+    }
+
+    #[test]
+    fn vp8_ids_continue_across_a_switch() {
+        let mut v = Viewer::new();
+        let l = |seq, layer, key, pid: u16, tl0: u8| Packet {
+            layer,
+            vp8: Some(Vp8Ids {
+                picture_id: pid,
+                wide: true,
+                tl0: Some(tl0),
+            }),
+            ..vpkt(seq, 0, key)
+        };
+        // Layer 0 as sent: no rewrite.
+        let d = decide(&l(10, 0, true, 32_766, 255), &mut v, &PTS);
+        assert!(matches!(d, Decision::Send { vp8: None, .. }));
+        decide(&l(11, 0, false, 32_767, 255), &mut v, &PTS);
+        v.target_layer = 2;
+        // Layer 2's keyframe has PictureID 100, TL0PICIDX 7: rewritten to follow 32_767 / 255.
+        match decide(&l(900, 2, true, 100, 7), &mut v, &PTS) {
+            Decision::Send { seq, vp8, .. } => {
+                assert_eq!(seq, 12);
+                assert_eq!(
+                    vp8,
+                    Some((0, Some(0))),
+                    "15-bit PictureID and TL0PICIDX wrap"
+                );
+            }
+            d => panic!("{d:?}"),
+        }
+        match decide(&l(901, 2, false, 101, 8), &mut v, &PTS) {
+            Decision::Send { vp8, .. } => assert_eq!(vp8, Some((1, Some(1)))),
+            d => panic!("{d:?}"),
+        }
     }
 
     #[test]

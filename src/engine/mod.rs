@@ -29,6 +29,7 @@ pub mod forwarder;
 pub mod keyframe;
 mod sendmmsg;
 pub mod shard;
+pub mod simulcast;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -155,6 +156,8 @@ pub struct MediaPacket {
     pub payload: Arc<[u8]>,
     /// When the home shard received it.
     pub arrival: Instant,
+    /// VP8 payload descriptor, parsed once, when it carries a PictureID (for rewrites).
+    pub vp8: Option<str0m::rtp::Vp8Descriptor>,
 }
 
 /// Request to add a peer.
@@ -167,6 +170,8 @@ pub struct AddPeer {
     pub role: Role,
     /// The SDP offer.
     pub offer: str0m::change::SdpOffer,
+    /// Viewer: the quality cap asked for (WHEP `?quality=`).
+    pub quality: simulcast::Quality,
 }
 
 /// Whom a data-channel text message is for.
@@ -189,8 +194,8 @@ pub enum Msg {
     Remove(PeerId),
     /// A packet to fan out to this shard's viewers.
     Media(Arc<MediaPacket>),
-    /// A viewer somewhere wants a keyframe of this show (sent to the home shard).
-    KeyframeWanted(Arc<str>),
+    /// A viewer somewhere wants a keyframe of this show's layer (sent to the home shard).
+    KeyframeWanted(Arc<str>, u8),
     /// Send text on the `events` data channel.
     Text(Target, Arc<str>),
     /// Close every peer and stop.
@@ -391,6 +396,7 @@ impl Engine {
         show: ShowSpec,
         role: Role,
         offer: str0m::change::SdpOffer,
+        quality: simulcast::Quality,
     ) -> Result<String, Error> {
         let (reply, rx) = oneshot::channel();
         let msg = Msg::Add(Box::new(AddPeer {
@@ -398,6 +404,7 @@ impl Engine {
             show,
             role,
             offer,
+            quality,
         }));
         let env = driver::Envelope {
             msg,

@@ -12,6 +12,7 @@ use str0m::change::SdpOffer;
 use super::error::ApiError;
 use super::App;
 use crate::auth::Role as TokenRole;
+use crate::engine::simulcast::Quality;
 use crate::engine::Role;
 use crate::shows::{Capped, Caps, Session};
 
@@ -220,6 +221,7 @@ pub async fn whip_post(
             publisher_spec(&app, &show),
             Role::Publisher,
             offer,
+            Quality::Auto,
         )
         .await
     {
@@ -256,6 +258,8 @@ pub struct WhepQuery {
     pub replay: bool,
     /// With `replay`: start this many seconds into the recording (at the keyframe before).
     pub t: Option<f64>,
+    /// Quality cap: `auto` (default), `low`, `medium`, `high`.
+    pub quality: Option<String>,
 }
 
 /// `POST /whep/{show}`.
@@ -302,6 +306,14 @@ pub async fn whep_post(
             )?
             .sub
     };
+    let quality = match query.quality.as_deref() {
+        None => Quality::Auto,
+        Some(q) => Quality::parse(q).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "quality must be auto, low, medium or high, not {q:?}"
+            ))
+        })?,
+    };
     let offer = parse_offer(&headers, &body)?;
     // Viewers never create shows (see `App::show_for_media`).
     let show = app
@@ -343,7 +355,7 @@ pub async fn whep_post(
     };
     match app
         .engine
-        .add_peer(shard, peer, spec, Role::Viewer, offer)
+        .add_peer(shard, peer, spec, Role::Viewer, offer, quality)
         .await
     {
         Ok(answer) => {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::{Candidate, Rtc};
 
 use crate::codec::Codec;
@@ -67,23 +67,38 @@ pub struct Mids {
 
 /// A viewer's offer: video and audio recvonly, and the `events` data channel.
 pub fn viewer_offer(rtc: &mut Rtc) -> (SdpOffer, SdpPendingOffer, Mids) {
-    offer(rtc, Direction::RecvOnly)
+    offer(rtc, Direction::RecvOnly, &[])
 }
 
 /// A publisher's offer: video and audio sendonly, and the `events` data channel.
 pub fn publisher_offer(rtc: &mut Rtc) -> (SdpOffer, SdpPendingOffer, Mids) {
-    offer(rtc, Direction::SendOnly)
+    offer(rtc, Direction::SendOnly, &[])
 }
 
-fn offer(rtc: &mut Rtc, dir: Direction) -> (SdpOffer, SdpPendingOffer, Mids) {
+/// A simulcast publisher's offer: video with these rids (`a=simulcast:send`, in this order).
+pub fn simulcast_offer(rtc: &mut Rtc, rids: &[&str]) -> (SdpOffer, SdpPendingOffer, Mids) {
+    offer(rtc, Direction::SendOnly, rids)
+}
+
+/// The rids of a synthetic simulcast publisher, lowest layer first.
+pub const RIDS: [&str; 3] = ["q", "h", "f"];
+
+fn offer(rtc: &mut Rtc, dir: Direction, rids: &[&str]) -> (SdpOffer, SdpPendingOffer, Mids) {
     let mut api = rtc.sdp_api();
     let stream = Some("hawker-loadtest".to_string());
+    let simulcast = (!rids.is_empty()).then(|| {
+        let mut s = Simulcast::new();
+        for r in rids {
+            s.add_send_layer(SimulcastLayer::new(r));
+        }
+        s
+    });
     let video = api.add_media(
         MediaKind::Video,
         dir,
         stream.clone(),
         Some("v".into()),
-        None,
+        simulcast,
     );
     let audio = api.add_media(MediaKind::Audio, dir, stream, Some("a".into()), None);
     api.add_channel(EVENTS_LABEL.to_string());

@@ -29,8 +29,25 @@ pub fn put_trailer(p: &mut [u8], send_us: u64) {
     p[n - 4..].copy_from_slice(&MAGIC.to_be_bytes());
 }
 
+/// Write the trailer of a simulcast layer's packet: the layer rides in the send time's top
+/// byte (send times never reach 2^56 µs).
+pub fn put_trailer_layer(p: &mut [u8], send_us: u64, layer: u8) {
+    put_trailer(p, (send_us & LAYER_MASK) | ((layer as u64 + 1) << 56));
+}
+
+const LAYER_MASK: u64 = (1 << 56) - 1;
+
 /// The send time in a payload's trailer, if it has one.
 pub fn trailer(p: &[u8]) -> Option<u64> {
+    trailer_raw(p).map(|v| v & LAYER_MASK)
+}
+
+/// The simulcast layer in a payload's trailer, if it has one.
+pub fn trailer_layer(p: &[u8]) -> Option<u8> {
+    trailer_raw(p).and_then(|v| ((v >> 56) as u8).checked_sub(1))
+}
+
+fn trailer_raw(p: &[u8]) -> Option<u64> {
     let n = p.len();
     if n < TRAILER || p[n - 4..] != MAGIC.to_be_bytes() {
         return None;
@@ -185,6 +202,25 @@ pub fn opus_packet(bytes: usize, n: u64) -> Vec<u8> {
     p.push(0xf8);
     p.extend(filler(bytes - 1 - TRAILER, n));
     p.extend_from_slice(&[0; TRAILER]);
+    p
+}
+
+/// Give a VP8 packet from [`video_frame`] an extended payload descriptor with a 15-bit
+/// PictureID and a TL0PICIDX (as browsers send for simulcast), keeping its S bit.
+pub fn vp8_with_ids(payload: &[u8], picture_id: u16, tl0: u8) -> Vec<u8> {
+    let Some((&b0, rest)) = payload.split_first() else {
+        return payload.to_vec();
+    };
+    let pid = picture_id & 0x7FFF;
+    let mut p = Vec::with_capacity(payload.len() + 5);
+    // X, S and partition index kept; I|L|T extension; 15-bit PictureID; TL0PICIDX; TID 0.
+    p.push(b0 | 0x80);
+    p.push(0xE0);
+    p.push(0x80 | (pid >> 8) as u8);
+    p.push(pid as u8);
+    p.push(tl0);
+    p.push(0x00);
+    p.extend_from_slice(rest);
     p
 }
 

@@ -34,6 +34,7 @@ use str0m::Input;
 
 use crate::codec::Codec;
 use crate::engine::shard::{self, Core, Settings, ToOthers};
+use crate::engine::simulcast::Quality;
 use crate::engine::{AddPeer, Clock, Error, Event, Msg, PeerId, Reply, Role, ShowSpec};
 use crate::metrics::{Metrics, ShardMetrics};
 pub use net::Link;
@@ -104,6 +105,8 @@ pub struct Sim {
     record: bool,
     /// What the shards queued for the recorder, in order.
     pub recorded: Vec<Arc<crate::engine::MediaPacket>>,
+    /// The quality cap of the viewer being added.
+    quality: Quality,
 }
 
 impl Sim {
@@ -148,6 +151,7 @@ impl Sim {
             out: Vec::new(),
             record: cfg.record,
             recorded: Vec::new(),
+            quality: Quality::Auto,
         }
     }
 
@@ -261,7 +265,13 @@ impl Sim {
             _ => client::Offer::Vp8,
         };
         let mut rtc = client::rtc(self.now, addr, offer_kind);
-        let (offer, pending, mids) = client::publisher_offer(&mut rtc);
+        let n = cfg.simulcast.len().min(client::RIDS.len());
+        let (offer, pending, mids) = if n == 0 {
+            client::publisher_offer(&mut rtc)
+        } else {
+            client::simulcast_offer(&mut rtc, &client::RIDS[..n])
+        };
+        let layer_seq = vec![0; n];
         let now = self.now;
         let kind = peer::Kind::Publisher(Box::new(peer::PubState {
             cfg,
@@ -272,6 +282,8 @@ impl Sim {
             last_key: None,
             key_wanted: false,
             tx: None,
+            layer_tx: Vec::new(),
+            layer_seq,
             vseq: 0,
             aseq: 0,
         }));
@@ -281,6 +293,17 @@ impl Sim {
 
     /// WHEP: a viewer of `show` on `shard` (`None`: the least loaded), behind `link`.
     pub fn view(&mut self, show: &str, shard: Option<usize>, link: Link) -> Result<Handle, Error> {
+        self.view_with(show, shard, link, Quality::Auto)
+    }
+
+    /// WHEP with `?quality=`.
+    pub fn view_with(
+        &mut self,
+        show: &str,
+        shard: Option<usize>,
+        link: Link,
+        quality: Quality,
+    ) -> Result<Handle, Error> {
         let shard = shard.unwrap_or_else(|| {
             (0..self.cores.len())
                 .min_by_key(|&i| (self.cores[i].peer_count(), i))
@@ -290,6 +313,7 @@ impl Sim {
         let mut rtc = client::rtc(self.now, addr, client::Offer::Any);
         let (offer, pending, mids) = client::viewer_offer(&mut rtc);
         let client = (rtc, pending, mids, peer::Kind::Viewer);
+        self.quality = quality;
         self.add(show, Role::Viewer, shard, addr, link, offer, client)
     }
 
@@ -320,6 +344,7 @@ impl Sim {
                 show: spec,
                 role,
                 offer,
+                quality: std::mem::take(&mut self.quality),
             })),
         );
         let mut answer = None;
@@ -383,6 +408,18 @@ impl Sim {
         self.peers[h].stopped = true;
         let addr = self.peers[h].addr;
         self.net.set_cut(addr, true);
+    }
+
+    /// A client sends text on its `events` channel (false if the channel is not open).
+    pub fn say(&mut self, h: Handle, text: &str) -> bool {
+        let p = &mut self.peers[h];
+        let Some(cid) = p.channel else { return false };
+        let ok = p
+            .rtc
+            .channel(cid)
+            .is_some_and(|mut c| c.write(false, text.as_bytes()).unwrap_or(false));
+        self.drain_peer(h);
+        ok
     }
 
     /// A viewer sends a keyframe request (PLI) every `every` from now on.

@@ -37,6 +37,10 @@ pub struct Publish {
     pub first_seq: (u64, u64),
     /// First RTP timestamps (video, audio), e.g. near the 32-bit wrap.
     pub first_ts: (u32, u32),
+    /// Simulcast: each layer's bitrate in kbit/s, lowest first (at most 3; rids `q`, `h`,
+    /// `f`). Empty: one layer at `video_kbps`. Each layer has its own SSRC, random-looking
+    /// sequence and timestamp bases and (VP8) PictureID / TL0PICIDX.
+    pub simulcast: Vec<u32>,
 }
 
 impl Default for Publish {
@@ -51,6 +55,7 @@ impl Default for Publish {
             audio: true,
             first_seq: (1000, 5000),
             first_ts: (90_000, 48_000),
+            simulcast: Vec::new(),
         }
     }
 }
@@ -77,6 +82,10 @@ pub struct Received {
     /// The publisher's send time from the payload trailer, µs of virtual time since the
     /// harness started.
     pub sent_us: Option<u64>,
+    /// The simulcast layer the publisher sent it on (synthetic simulcast publishers only).
+    pub layer: Option<u8>,
+    /// VP8 PictureID and TL0PICIDX, when the payload descriptor has them.
+    pub vp8_ids: Option<(u16, Option<u8>)>,
 }
 
 /// One packet to write: (kind, SSRC, payload type, sequence number, timestamp, payload,
@@ -92,6 +101,10 @@ pub(super) struct PubState {
     pub last_key: Option<Instant>,
     pub key_wanted: bool,
     pub tx: Option<(Ssrc, u8, Ssrc, u8)>,
+    /// Simulcast: one SSRC per layer, lowest first.
+    pub layer_tx: Vec<Ssrc>,
+    /// Simulcast: packets sent per layer.
+    pub layer_seq: Vec<u64>,
     pub vseq: u64,
     pub aseq: u64,
 }
@@ -284,6 +297,11 @@ impl Peer {
                     keyframe,
                     payload_hash: hash(&pkt.payload),
                     sent_us: media::trailer(&pkt.payload),
+                    layer: media::trailer_layer(&pkt.payload),
+                    vp8_ids: (codec == Some(Codec::Vp8))
+                        .then(|| str0m::rtp::Vp8Descriptor::parse(&pkt.payload).ok())
+                        .flatten()
+                        .and_then(|d| Some((d.picture_id()?, d.tl0_pic_idx()))),
                 });
             }
             _ => {}
@@ -303,7 +321,18 @@ impl Peer {
             let vpt = client::pt_for(&self.rtc, mids.video, p.cfg.codec);
             let apt = client::pt_for(&self.rtc, mids.audio, Codec::Opus);
             let mut api = self.rtc.direct_api();
-            let vs = api.stream_tx_by_mid(mids.video, None).map(|s| s.ssrc());
+            let n = p.cfg.simulcast.len().min(client::RIDS.len());
+            p.layer_tx = client::RIDS[..n]
+                .iter()
+                .filter_map(|r| {
+                    api.stream_tx_by_mid(mids.video, Some((*r).into()))
+                        .map(|s| s.ssrc())
+                })
+                .collect();
+            let vs = match p.layer_tx.first() {
+                Some(s) => Some(*s),
+                None => api.stream_tx_by_mid(mids.video, None).map(|s| s.ssrc()),
+            };
             let a_s = api.stream_tx_by_mid(mids.audio, None).map(|s| s.ssrc());
             match (vs, vpt, a_s, apt) {
                 (Some(vs), Some(vpt), Some(a_s), Some(apt)) => p.tx = Some((vs, vpt, a_s, apt)),
@@ -330,20 +359,53 @@ impl Peer {
                 p.key_wanted = false;
                 self.keyframes_sent.push(now);
             }
-            let delta = (p.cfg.video_kbps as usize * 1000 / 8 / fps as usize).max(200);
-            let bytes = if key { delta * 3 } else { delta };
-            let ts = p
-                .cfg
-                .first_ts
-                .0
-                .wrapping_add((p.frame_no * 90_000 / fps) as u32);
-            for c in media::video_frame(p.cfg.codec, key, bytes, p.cfg.payload_size, p.frame_no) {
-                let mut payload = c.payload;
-                media::put_trailer(&mut payload, sent_us);
-                let seq = p.cfg.first_seq.0 + p.vseq;
-                writes.push((MediaKind::Video, vssrc, vpt, seq, ts, payload, c.last));
-                p.vseq += 1;
-                self.sent.0 += 1;
+            let frame_ts = (p.frame_no * 90_000 / fps) as u32;
+            if p.layer_tx.is_empty() {
+                let delta = (p.cfg.video_kbps as usize * 1000 / 8 / fps as usize).max(200);
+                let bytes = if key { delta * 3 } else { delta };
+                let ts = p.cfg.first_ts.0.wrapping_add(frame_ts);
+                for c in media::video_frame(p.cfg.codec, key, bytes, p.cfg.payload_size, p.frame_no)
+                {
+                    let mut payload = c.payload;
+                    media::put_trailer(&mut payload, sent_us);
+                    let seq = p.cfg.first_seq.0 + p.vseq;
+                    writes.push((MediaKind::Video, vssrc, vpt, seq, ts, payload, c.last));
+                    p.vseq += 1;
+                    self.sent.0 += 1;
+                }
+            }
+            for (l, &ssrc) in p.layer_tx.iter().enumerate() {
+                // Every layer is a keyframe when one is: a PLI on any layer costs all three,
+                // as with libwebrtc's simulcast encoders.
+                let kbps = p.cfg.simulcast[l];
+                let delta = (kbps as usize * 1000 / 8 / fps as usize).max(200);
+                let bytes = if key { delta * 3 } else { delta };
+                let (base, ts_base) = layer_base(l);
+                let ts = p
+                    .cfg
+                    .first_ts
+                    .0
+                    .wrapping_add(ts_base)
+                    .wrapping_add(frame_ts);
+                let pid = (base as u64 + p.frame_no) as u16;
+                let tl0 = (base as u64 + p.frame_no) as u8;
+                let frame =
+                    media::video_frame(p.cfg.codec, key, bytes, p.cfg.payload_size, p.frame_no);
+                for (i, c) in frame.into_iter().enumerate() {
+                    let mut payload = match p.cfg.codec {
+                        Codec::Vp8 => media::vp8_with_ids(&c.payload, pid, tl0),
+                        _ => c.payload,
+                    };
+                    media::put_trailer_layer(&mut payload, sent_us, l as u8);
+                    let _ = i;
+                    let n = p.layer_seq.get(l).copied().unwrap_or(0);
+                    let seq = p.cfg.first_seq.0 + base as u64 + n;
+                    if let Some(s) = p.layer_seq.get_mut(l) {
+                        *s += 1;
+                    }
+                    writes.push((MediaKind::Video, ssrc, vpt, seq, ts, payload, c.last));
+                    self.sent.0 += 1;
+                }
             }
             p.frame_no += 1;
             p.next_frame += frame_iv;
@@ -388,6 +450,13 @@ impl Peer {
         }
         self.deadline = now;
     }
+}
+
+/// A simulcast layer's offsets for its (sequence number and PictureID, timestamp) bases:
+/// layer 0 starts where a single-layer publisher would, the others far from it (sequence
+/// numbers within the first rollover: a receiver assumes ROC 0 for a new SSRC).
+fn layer_base(layer: usize) -> (u32, u32) {
+    [(0, 0), (20_011, 7_777_777), (40_009, 3_000_000_001)][layer.min(2)]
 }
 
 /// A stable payload hash for bit-exact comparisons (8 bytes at a time, FxHash-style, then

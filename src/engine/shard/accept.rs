@@ -4,13 +4,15 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Rids};
 use str0m::{Candidate, Rtc};
 
 use super::peers::Peer;
 use crate::codec::Codec;
 use crate::engine::forwarder::Track;
+use crate::engine::simulcast::{order_rids, Quality, INITIAL_ESTIMATE_BPS, MAX_LAYERS};
 use crate::engine::{Error, PeerId, Role, ShowSpec};
 
 /// Build the peer for an offer, with its tracks set up, and the SDP answer.
@@ -21,6 +23,7 @@ pub(super) fn accept(
     show: &ShowSpec,
     role: Role,
     offer: SdpOffer,
+    quality: Quality,
 ) -> Result<(Peer, String), Error> {
     let mut cfg = Rtc::builder()
         .set_rtp_mode(true)
@@ -29,6 +32,10 @@ pub(super) fn accept(
         .set_stats_interval((role == Role::Viewer).then_some(Duration::from_secs(1)))
         .clear_codecs()
         .enable_opus(true, false);
+    if role == Role::Viewer {
+        // A viewer's layer follows its bandwidth estimate (TWCC feedback).
+        cfg = cfg.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+    }
     for c in &show.video_codecs {
         match c {
             Codec::Vp8 => cfg = cfg.enable_vp8(true),
@@ -105,7 +112,34 @@ pub(super) fn accept(
         .iter()
         .filter_map(|m| rtc.media(m.mid()).map(|media| (m.mid(), media.kind())))
         .collect();
+    // Simulcast: at most three layers, each rid once; the layers ordered lowest first.
+    let mut rids: Vec<Rid> = Vec::new();
+    if role == Role::Publisher {
+        for (mid, kind) in &mids {
+            if *kind != MediaKind::Video {
+                continue;
+            }
+            if let Some(Rids::Specific(r)) = rtc.media(*mid).map(|m| m.rids_rx()) {
+                rids = r.clone();
+            }
+        }
+    }
+    if rids.len() > MAX_LAYERS {
+        return Err(Error::Offer(format!(
+            "a simulcast offer may have at most {MAX_LAYERS} layers, this one has {}",
+            rids.len()
+        )));
+    }
+    for (i, r) in rids.iter().enumerate() {
+        if rids[..i].contains(r) {
+            return Err(Error::Offer(format!("simulcast rid {r} appears twice")));
+        }
+    }
+    let names: Vec<&str> = rids.iter().map(|r| &**r).collect();
+    let layers = order_rids(&names);
     let mut peer = Peer::new(id, rtc, show.id.clone(), role, now);
+    peer.rids = rids.iter().copied().zip(layers).collect();
+    peer.quality = quality;
     // Set tracks up now rather than on `MediaAdded`: str0m reports `Connected` first, and a
     // viewer must be able to take the keyframe cache the moment it connects.
     for (mid, kind) in mids {

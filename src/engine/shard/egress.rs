@@ -5,15 +5,21 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::rtp::RtpWrite;
 
 use super::Core;
 use crate::engine::forwarder::{self, Decision, Track};
+use crate::engine::simulcast::{Meter, AUDIO_BPS, MAX_LAYERS, SELECT_EVERY, UP_RESERVE};
 use crate::engine::{MediaPacket, Target};
 
 /// Most packets kept in a show's keyframe cache (≈ 2 s at 2.5 Mbit/s); beyond it caching
 /// stops until the next keyframe.
 pub const GOP_MAX_PACKETS: usize = 600;
+
+/// Bytes a packet costs on the wire beyond its payload (RTP, SRTP tag, UDP, IP), for the
+/// layer bitrates compared against estimates.
+const RTP_OVERHEAD: usize = 12 + 16 + 8 + 20;
 
 /// Most broadcasts held for a peer until its greeting (snapshot) is sent.
 pub const HELD_TEXT_MAX: usize = 256;
@@ -21,23 +27,34 @@ pub const HELD_TEXT_MAX: usize = 256;
 /// A show's outgoing state on one shard.
 #[derive(Default)]
 pub(super) struct Outgoing {
-    /// Video packets since the last keyframe start (shared `Arc`s, no copies): a viewer that
-    /// connects shortly after a keyframe starts from it at once instead of waiting for a PLI.
-    gop: Vec<Arc<MediaPacket>>,
+    /// Per layer: video packets since the last keyframe start (shared `Arc`s, no copies): a
+    /// viewer that connects shortly after a keyframe starts from it at once instead of
+    /// waiting for a PLI.
+    gop: [Vec<Arc<MediaPacket>>; MAX_LAYERS],
+    /// Per layer: the measured bitrate, for layer choice.
+    meters: [Meter; MAX_LAYERS],
 }
 
 impl Outgoing {
     fn cache(&mut self, mp: &Arc<MediaPacket>) {
+        let Some(gop) = self.gop.get_mut(mp.pkt.layer as usize) else {
+            return;
+        };
         if mp.pkt.keyframe_start {
-            self.gop.clear();
+            gop.clear();
         }
-        if mp.pkt.keyframe_start || !self.gop.is_empty() {
-            if self.gop.len() < GOP_MAX_PACKETS {
-                self.gop.push(mp.clone());
+        if mp.pkt.keyframe_start || !gop.is_empty() {
+            if gop.len() < GOP_MAX_PACKETS {
+                gop.push(mp.clone());
             } else {
-                self.gop.clear();
+                gop.clear();
             }
         }
+    }
+
+    /// The layers' bitrates, for those flowing.
+    pub fn rates(&self, now: Instant) -> [Option<u64>; MAX_LAYERS] {
+        std::array::from_fn(|l| self.meters[l].rate(now))
     }
 }
 
@@ -48,8 +65,13 @@ impl Core {
         let Some(show) = self.shows.get_mut(&mp.show) else {
             return;
         };
-        if mp.pkt.track == Track::Video && cache {
-            show.out.cache(mp);
+        if mp.pkt.track == Track::Video {
+            if let Some(m) = show.out.meters.get_mut(mp.pkt.layer as usize) {
+                m.add(mp.arrival, mp.payload.len() + RTP_OVERHEAD);
+            }
+            if cache {
+                show.out.cache(mp);
+            }
         }
         // Index loop: forward_one() needs &mut self. Viewers removed meanwhile are skipped.
         let n = show.viewers.len();
@@ -61,13 +83,21 @@ impl Core {
         }
     }
 
-    /// A viewer's settle delay is over: replay the cached keyframe and what followed if it is
-    /// recent, else ask the publisher for a keyframe (through the show's gate).
+    /// A viewer's settle delay is over: pick its layer, replay that layer's cached keyframe
+    /// and what followed if it is recent, else ask the publisher for a keyframe of it
+    /// (through the layer's gate).
     pub(super) fn start_viewer(&mut self, now: Instant, idx: usize, show: &Arc<str>) {
+        self.select_layer(now, idx);
+        let layer = self
+            .peers
+            .get_mut(idx)
+            .and_then(|p| p.video.as_ref())
+            .map(|v| v.fwd.target_layer)
+            .unwrap_or(0);
         let cached: Vec<Arc<MediaPacket>> = self
             .shows
             .get(show)
-            .map(|s| s.out.gop.clone())
+            .and_then(|s| s.out.gop.get(layer as usize).cloned())
             .unwrap_or_default();
         let fresh = cached
             .first()
@@ -78,7 +108,49 @@ impl Core {
                 self.forward_one(now, idx, mp);
             }
         } else {
-            self.ask_keyframe(now, show);
+            self.ask_keyframe(now, show, layer);
+        }
+    }
+
+    /// Re-evaluate a viewer's layer from its estimate, its cap and the layers' bitrates; ask
+    /// for a keyframe of a new target and point the viewer's BWE at the next layer up.
+    pub(super) fn select_layer(&mut self, now: Instant, idx: usize) {
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        p.next_select = Some(now + SELECT_EVERY);
+        let Some(show) = self.shows.get(&p.show) else {
+            return;
+        };
+        let rates = show.out.rates(now);
+        let Some(choice) = p
+            .select
+            .choose(now, &rates, p.estimate, p.quality.max_layer())
+        else {
+            return;
+        };
+        let Some(video) = p.video.as_mut() else {
+            return;
+        };
+        let changed = video.fwd.target_layer != choice.target;
+        video.fwd.target_layer = choice.target;
+        let waiting = video.fwd.layer() != Some(choice.target) && video.fwd.is_forwarding();
+        if choice.probe != p.probe {
+            p.probe = choice.probe;
+            let (min, desired) = match choice.probe {
+                Some(pr) => pr,
+                None => {
+                    let r = rates[choice.target as usize].unwrap_or(0) + AUDIO_BPS;
+                    (0, (r as f64 * UP_RESERVE) as u64)
+                }
+            };
+            p.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(min), Bitrate::bps(desired));
+        }
+        if changed && waiting {
+            let show = p.show.clone();
+            self.ask_keyframe(now, &show, choice.target);
         }
     }
 
@@ -90,27 +162,56 @@ impl Core {
         if !p.connected || p.start_at.is_some() {
             return;
         }
+        if mp.pkt.track == Track::Video && p.next_select.is_some_and(|t| t <= now) {
+            self.select_layer(now, idx);
+        }
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
         let pts = p.pts;
         let out = match mp.pkt.track {
             Track::Audio => p.audio.as_mut(),
             Track::Video => p.video.as_mut(),
         };
         let Some(out) = out else { return };
+        let before = out.fwd.layer();
         match forwarder::decide(&mp.pkt, &mut out.fwd, &pts) {
             Decision::Send {
                 seq,
                 ts,
                 pt,
                 marker,
+                vp8,
             } => {
+                let after = out.fwd.layer();
                 let ssrc = out.ssrc;
+                if mp.pkt.track == Track::Video && before != after {
+                    if let Some(b) = before {
+                        self.metrics.viewers_on_layer(b).dec();
+                        let dir = if after > Some(b) { "up" } else { "down" };
+                        self.metrics.layer_switches(dir).inc();
+                    }
+                    if let Some(a) = after {
+                        self.metrics.viewers_on_layer(a).inc();
+                    }
+                }
+                let mut w =
+                    RtpWrite::new(pt.into(), seq.into(), ts, mp.arrival, mp.payload.clone())
+                        .marker(marker)
+                        .nackable(mp.pkt.track == Track::Video);
+                if let (Some((pid, tl0)), Some(desc)) = (vp8, mp.vp8) {
+                    let mut b = desc.patch().picture_id(pid);
+                    if let Some(t) = tl0 {
+                        b = b.tl0_pic_idx(t);
+                    }
+                    // The descriptor was parsed from this very payload: the patch fits.
+                    if let Ok(patch) = b.build() {
+                        w = w.vp8_patch(patch);
+                    }
+                }
                 let mut api = p.rtc.direct_api();
                 if let Some(tx) = api.stream_tx(&ssrc) {
-                    tx.write_rtp(
-                        RtpWrite::new(pt.into(), seq.into(), ts, mp.arrival, mp.payload.clone())
-                            .marker(marker)
-                            .nackable(mp.pkt.track == Track::Video),
-                    );
+                    tx.write_rtp(w);
                     self.metrics.forwarded.inc();
                 }
                 // str0m releases a written packet only on its next `Input::Timeout`, so polling

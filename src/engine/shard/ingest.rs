@@ -8,23 +8,47 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::KeyframeRequestKind;
-use str0m::rtp::RtpPacket;
+use str0m::rtp::{RtpPacket, Vp8Descriptor};
 
 use super::{Core, ToOthers};
 use crate::codec::{is_keyframe_start, Codec};
-use crate::engine::forwarder::{self, Incoming, SourceMap, Track};
+use crate::engine::forwarder::{self, ClockMap, Incoming, SourceMap, Track};
 use crate::engine::keyframe::Gate;
+use crate::engine::simulcast::{Align, MAX_LAYERS};
 use crate::engine::{Clock, MediaPacket, ShowSpec};
+
+/// One video layer of the show on its home shard.
+pub(super) struct LayerIn {
+    /// The layer's own numbering (sequence space); its timestamps go on the show clock.
+    map: SourceMap,
+    /// Keyframe requests for this layer, coalesced.
+    pub gate: Gate,
+    /// Previous packet (ts, marker) to find frame starts.
+    prev: Option<(u32, bool)>,
+}
+
+impl LayerIn {
+    fn new(keyframe_interval: Duration) -> LayerIn {
+        LayerIn {
+            map: SourceMap::new(90_000),
+            gate: Gate::new(keyframe_interval),
+            prev: None,
+        }
+    }
+}
 
 /// The show state that lives on its home shard.
 pub(super) struct Home {
     audio: SourceMap,
-    video: SourceMap,
-    pub gate: Gate,
+    /// Video layers, lowest first (one without simulcast).
+    pub layers: Vec<LayerIn>,
+    /// Simulcast: every layer on the reference layer's clock.
+    align: Align,
+    /// The show's video clock (reference-layer timestamps → show timestamps).
+    video_ts: ClockMap,
+    simulcast: bool,
     clock: Arc<Clock>,
     video_codecs: Vec<Codec>,
-    /// Previous video packet (show seq, ts, marker) to find frame starts.
-    prev_video: Option<(u64, u32, bool)>,
     /// Queue the show's packets for the recorder.
     record: bool,
 }
@@ -33,18 +57,26 @@ impl Home {
     pub fn new(show: &ShowSpec, keyframe_interval: Duration) -> Home {
         Home {
             audio: SourceMap::new(48_000),
-            video: SourceMap::new(90_000),
-            gate: Gate::new(keyframe_interval),
+            layers: (0..MAX_LAYERS)
+                .map(|_| LayerIn::new(keyframe_interval))
+                .collect(),
+            align: Align::default(),
+            video_ts: ClockMap::new(90_000),
+            simulcast: false,
             clock: show.clock.clone(),
             video_codecs: show.video_codecs.clone(),
-            prev_video: None,
             record: show.record,
         }
     }
 
     /// A publisher session starts (first or republish): the numbering carries on.
-    pub fn new_session(&mut self, show: &ShowSpec) {
-        self.gate.reset();
+    pub fn new_session(&mut self, show: &ShowSpec, simulcast: bool) {
+        for l in &mut self.layers {
+            l.gate.reset();
+            l.prev = None;
+        }
+        self.align.reset();
+        self.simulcast = simulcast;
         // Until this session's first sender report, seller events use the newest timestamp
         // rather than the old session's capture clock.
         self.clock.clear_sender_report();
@@ -69,16 +101,25 @@ impl Core {
         } else {
             Track::Audio
         };
+        let mut layer = 0u8;
         if track == Track::Video {
-            p.video_ssrc = Some(pkt.header.ssrc);
+            match p.layer_of(pkt.header.ssrc) {
+                Ok(l) => layer = l,
+                Err(why) => {
+                    self.metrics.simulcast_ignored(why.as_str()).inc();
+                    return;
+                }
+            }
+            self.metrics.layer_packets_in(layer).inc();
         }
         let session = p.id;
         let show_id = p.show.clone();
         let mut new_sr = None;
         if track == Track::Video {
             if let Some(sr) = pkt.last_sender_info {
-                if p.last_sr_ntp != Some(sr.ntp_time) {
-                    p.last_sr_ntp = Some(sr.ntp_time);
+                let last = &mut p.last_sr_ntp[layer as usize];
+                if *last != Some(sr.ntp_time) {
+                    *last = Some(sr.ntp_time);
                     new_sr = Some(sr);
                 }
             }
@@ -96,36 +137,76 @@ impl Core {
             ts: pkt.header.timestamp,
             arrival: pkt.timestamp.saturating_duration_since(self.epoch),
         };
-        let map = match track {
-            Track::Audio => &mut home.audio,
-            Track::Video => &mut home.video,
-        };
-        let Ok((seq, ts)) = map.map(&inc) else {
-            return;
-        };
         let record = home.record;
+        let sr_us = new_sr.and_then(|sr| {
+            let us = sr
+                .ntp_time
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_micros() as u64;
+            Some((us, sr.rtp_time.numer() as u32))
+        });
         let mut keyframe_start = false;
-        if track == Track::Video {
-            let frame_start = match home.prev_video {
-                None => true,
-                Some((_, pts, pmarker)) => pmarker || pts != ts,
-            };
-            keyframe_start = frame_start && is_keyframe_start(codec, &pkt.payload);
-            if keyframe_start {
-                home.gate.keyframe_seen();
-                self.metrics.keyframes_in.inc();
-            }
-            home.prev_video = Some((seq, ts, pkt.header.marker));
-            home.clock.set_latest(ts);
-            if let Some(sr) = new_sr {
-                let sr_rtp = sr.rtp_time.numer() as u32;
-                let back = pkt.header.timestamp.wrapping_sub(sr_rtp);
-                let show_sr = ts.wrapping_sub(back);
-                if let Ok(d) = sr.ntp_time.duration_since(std::time::UNIX_EPOCH) {
-                    home.clock.set_sender_report(d.as_micros() as u64, show_sr);
+        let mut vp8 = None;
+        let (seq, ts) = match track {
+            Track::Audio => match home.audio.map(&inc) {
+                Ok(v) => v,
+                Err(_) => return,
+            },
+            Track::Video => {
+                let simulcast = home.simulcast;
+                let l = &mut home.layers[layer as usize];
+                let frame_start = match l.prev {
+                    None => true,
+                    Some((pts, pmarker)) => pmarker || pts != inc.ts,
+                };
+                l.prev = Some((inc.ts, pkt.header.marker));
+                let ref_ts = if simulcast {
+                    if let Some((us, rtp)) = sr_us {
+                        home.align.sender_report(layer, us, rtp);
+                    }
+                    // A layer goes nowhere until it is on the show clock.
+                    let Some(ref_ts) = home.align.map(layer, inc.ts, frame_start) else {
+                        self.metrics.simulcast_ignored("no_sender_report").inc();
+                        return;
+                    };
+                    ref_ts
+                } else {
+                    inc.ts
+                };
+                let Ok((seq, _)) = home.layers[layer as usize].map.map(&inc) else {
+                    return;
+                };
+                let Some(ts) = home.video_ts.map(session, ref_ts, inc.arrival) else {
+                    return;
+                };
+                keyframe_start = frame_start && is_keyframe_start(codec, &pkt.payload);
+                let l = &mut home.layers[layer as usize];
+                if keyframe_start {
+                    l.gate.keyframe_seen();
+                    self.metrics.keyframes_in.inc();
                 }
+                if codec == Codec::Vp8 {
+                    vp8 = Vp8Descriptor::parse(&pkt.payload).ok();
+                }
+                let is_reference = !simulcast || home.align.reference() == Some(layer);
+                if is_reference {
+                    home.clock.set_latest(ts);
+                    if let Some((us, sr_rtp)) = sr_us {
+                        let back = pkt.header.timestamp.wrapping_sub(sr_rtp);
+                        home.clock.set_sender_report(us, ts.wrapping_sub(back));
+                    }
+                }
+                (seq, ts)
             }
-        }
+        };
+        let ids = vp8.and_then(|d: Vp8Descriptor| {
+            Some(forwarder::Vp8Ids {
+                picture_id: d.picture_id()?,
+                wide: vp8_wide_picture_id(&pkt.payload),
+                tl0: d.tl0_pic_idx(),
+            })
+        });
         let mp = Arc::new(MediaPacket {
             show: show_id,
             pkt: forwarder::Packet {
@@ -135,10 +216,12 @@ impl Core {
                 ts,
                 marker: pkt.header.marker,
                 keyframe_start,
-                layer: 0,
+                layer,
+                vp8: ids,
             },
             payload: pkt.payload.clone(),
             arrival: now,
+            vp8: vp8.filter(|_| ids.is_some()),
         });
         self.outbox.push(ToOthers::Media(mp.clone()));
         if record && mp.pkt.layer == self.s.record_layer {
@@ -147,53 +230,65 @@ impl Core {
         self.fanout(now, &mp);
     }
 
-    /// A local viewer needs a keyframe: ask the gate here if this is the show's home shard,
-    /// else forward the wish to it.
-    pub(super) fn ask_keyframe(&mut self, now: Instant, show: &Arc<str>) {
+    /// A local viewer needs a keyframe of a layer: ask the layer's gate here if this is the
+    /// show's home shard, else forward the wish to it.
+    pub(super) fn ask_keyframe(&mut self, now: Instant, show: &Arc<str>, layer: u8) {
         if self.shows.get(show).is_some_and(|s| s.home.is_some()) {
-            self.keyframe_wanted(now, show);
+            self.keyframe_wanted(now, show, layer);
         } else {
-            self.outbox.push(ToOthers::KeyframeWanted(show.clone()));
+            self.outbox
+                .push(ToOthers::KeyframeWanted(show.clone(), layer));
         }
     }
 
-    /// Someone wants a keyframe of a show homed here: the gate decides when the PLI goes.
-    pub(super) fn keyframe_wanted(&mut self, now: Instant, show: &Arc<str>) {
-        let send = match self.shows.get_mut(show).and_then(|s| s.home.as_mut()) {
-            Some(h) => h.gate.want(now),
+    /// Someone wants a keyframe of a show homed here: the layer's gate decides when the PLI
+    /// goes.
+    pub(super) fn keyframe_wanted(&mut self, now: Instant, show: &Arc<str>, layer: u8) {
+        let send = match self
+            .shows
+            .get_mut(show)
+            .and_then(|s| s.home.as_mut())
+            .and_then(|h| h.layers.get_mut(layer as usize))
+        {
+            Some(l) => l.gate.want(now),
             None => false,
         };
         if send {
-            self.request_keyframe_from_publisher(show);
+            self.request_keyframe_from_publisher(show, layer);
         }
     }
 
     /// Send the PLIs whose gate interval has passed.
     pub(super) fn poll_gates(&mut self, now: Instant) {
-        let mut due: Vec<Arc<str>> = Vec::new();
+        let mut due: Vec<(Arc<str>, u8)> = Vec::new();
         for (id, show) in &mut self.shows {
             if let Some(h) = show.home.as_mut() {
-                if h.gate.deadline().is_some_and(|d| d <= now) && h.gate.poll(now) {
-                    due.push(id.clone());
+                for (i, l) in h.layers.iter_mut().enumerate() {
+                    if l.gate.deadline().is_some_and(|d| d <= now) && l.gate.poll(now) {
+                        due.push((id.clone(), i as u8));
+                    }
                 }
             }
         }
-        for id in due {
-            self.request_keyframe_from_publisher(&id);
+        for (id, layer) in due {
+            self.request_keyframe_from_publisher(&id, layer);
         }
     }
 
-    fn request_keyframe_from_publisher(&mut self, show: &Arc<str>) {
+    fn request_keyframe_from_publisher(&mut self, show: &Arc<str>, layer: u8) {
         let Some(idx) = self.shows.get(show).and_then(|s| s.publisher) else {
             return;
         };
         let Some(p) = self.peers.get_mut(idx) else {
             return;
         };
+        let ssrc = p.layer_ssrc(layer);
+        let mid = p.video_mid;
+        let simulcast = p.is_simulcast();
         let mut api = p.rtc.direct_api();
-        let rx = match (p.video_ssrc, p.video_mid) {
+        let rx = match (ssrc, mid) {
             (Some(ssrc), _) => api.stream_rx(&ssrc),
-            (None, Some(mid)) => api.stream_rx_by_mid(mid, None),
+            (None, Some(mid)) if !simulcast => api.stream_rx_by_mid(mid, None),
             _ => None,
         };
         if let Some(rx) = rx {
@@ -201,4 +296,9 @@ impl Core {
             self.metrics.plis_to_publishers.inc();
         }
     }
+}
+
+/// Whether a VP8 payload descriptor's PictureID is 15 bits wide (RFC 7741 §4.2: X, I, M bits).
+fn vp8_wide_picture_id(payload: &[u8]) -> bool {
+    matches!(payload, [x, i, m, ..] if x & 0x80 != 0 && i & 0x80 != 0 && m & 0x80 != 0)
 }

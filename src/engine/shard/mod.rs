@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::BweKind;
 use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
@@ -68,8 +69,8 @@ pub struct Settings {
 pub enum ToOthers {
     /// A publisher packet in the show's numbering, for their viewers.
     Media(Arc<MediaPacket>),
-    /// A local viewer wants a keyframe of this show (the home shard acts on it).
-    KeyframeWanted(Arc<str>),
+    /// A local viewer wants a keyframe of this show's layer (the home shard acts on it).
+    KeyframeWanted(Arc<str>, u8),
 }
 
 impl ToOthers {
@@ -77,7 +78,7 @@ impl ToOthers {
     pub fn to_msg(&self) -> Msg {
         match self {
             ToOthers::Media(p) => Msg::Media(p.clone()),
-            ToOthers::KeyframeWanted(s) => Msg::KeyframeWanted(s.clone()),
+            ToOthers::KeyframeWanted(s, l) => Msg::KeyframeWanted(s.clone(), *l),
         }
     }
 }
@@ -185,7 +186,7 @@ impl Core {
                 });
             }
             Msg::Media(pkt) => self.fanout(now, &pkt),
-            Msg::KeyframeWanted(show) => self.keyframe_wanted(now, &show),
+            Msg::KeyframeWanted(show, layer) => self.keyframe_wanted(now, &show, layer),
             Msg::Text(target, text) => self.send_text(now, target, &text),
             Msg::Shutdown => self.shutdown(),
         }
@@ -197,6 +198,7 @@ impl Core {
             show,
             role,
             offer,
+            quality,
         } = add;
         if self.peers.len() >= self.s.max_peers {
             self.replies.push(Reply::Added {
@@ -205,16 +207,18 @@ impl Core {
             });
             return;
         }
-        let (peer, answer) = match accept::accept(now, self.s.announce, id, &show, role, offer) {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.replies.push(Reply::Added {
-                    peer: id,
-                    result: Err(e),
-                });
-                return;
-            }
-        };
+        let (peer, answer) =
+            match accept::accept(now, self.s.announce, id, &show, role, offer, quality) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    self.replies.push(Reply::Added {
+                        peer: id,
+                        result: Err(e),
+                    });
+                    return;
+                }
+            };
+        let simulcast = peer.is_simulcast();
         let idx = self.peers.insert(peer);
         let local = self
             .shows
@@ -227,7 +231,7 @@ impl Core {
                 local
                     .home
                     .get_or_insert_with(|| Home::new(&show, interval))
-                    .new_session(&show);
+                    .new_session(&show, simulcast);
             }
             Role::Viewer => local.viewers.push(idx),
         }
@@ -332,7 +336,8 @@ impl Core {
         let gates = self
             .shows
             .values()
-            .filter_map(|s| s.home.as_ref().and_then(|h| h.gate.deadline()));
+            .filter_map(|s| s.home.as_ref())
+            .flat_map(|h| h.layers.iter().filter_map(|l| l.gate.deadline()));
         peers.chain(gates).min()
     }
 
@@ -447,7 +452,15 @@ impl Core {
             RtcEvent::KeyframeRequest(_) => {
                 self.metrics.plis_from_viewers.inc();
                 let show = p.show.clone();
-                self.ask_keyframe(now, &show);
+                let layer = p.video.as_ref().and_then(|v| v.fwd.layer()).unwrap_or(0);
+                self.ask_keyframe(now, &show, layer);
+            }
+            RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+                if p.role == Role::Viewer =>
+            {
+                p.estimate = estimate.as_u64();
+                self.metrics.bwe_estimate.observe(estimate.as_u64() as f64);
+                self.select_layer(now, idx);
             }
             RtcEvent::ChannelOpen(cid, label) if label == EVENTS_LABEL => {
                 p.channel = Some(cid);
@@ -461,6 +474,14 @@ impl Core {
             RtcEvent::ChannelData(d) if Some(d.id) == p.channel => {
                 self.metrics.dc_messages_in.inc();
                 let text = String::from_utf8_lossy(&d.data).into_owned();
+                if p.role == Role::Viewer {
+                    if let Some(q) = quality_message(&text) {
+                        // A viewer's own cap: the media plane's business, answered here.
+                        p.quality = q;
+                        self.select_layer(now, idx);
+                        return;
+                    }
+                }
                 self.events.push(Event::Text {
                     peer: p.id,
                     show: p.show.clone(),
@@ -506,6 +527,9 @@ impl Core {
             }
         }
         p.rtc.disconnect();
+        if let Some(l) = p.video.as_ref().and_then(|v| v.fwd.layer()) {
+            self.metrics.viewers_on_layer(l).dec();
+        }
         if let Some(s) = self.shows.get_mut(&p.show) {
             s.viewers.retain(|&i| i != idx);
             if s.publisher == Some(idx) {
@@ -540,10 +564,52 @@ impl Core {
     }
 }
 
+/// A viewer's `{"type":"quality","quality":"low"}` on `events`, if that is what `text` is.
+fn quality_message(text: &str) -> Option<super::simulcast::Quality> {
+    if !text.contains("\"quality\"") {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Msg<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        quality: &'a str,
+    }
+    let m: Msg = serde_json::from_str(text).ok()?;
+    if m.kind != "quality" {
+        return None;
+    }
+    super::simulcast::Quality::parse(m.quality)
+}
+
 /// Which shard is a show's home.
 pub fn home_of(show: &str, shards: usize) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     show.hash(&mut h);
     (h.finish() % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quality_message;
+    use crate::engine::simulcast::Quality;
+
+    #[test]
+    fn quality_messages() {
+        let m = |s| quality_message(s);
+        assert_eq!(
+            m(r#"{"type":"quality","quality":"low"}"#),
+            Some(Quality::Low)
+        );
+        assert_eq!(
+            m(r#"{"quality":"auto","type":"quality"}"#),
+            Some(Quality::Auto)
+        );
+        // Not a quality message, or not a valid one: left to the control plane.
+        assert_eq!(m(r#"{"type":"buy","quality":"low"}"#), None);
+        assert_eq!(m(r#"{"type":"quality","quality":"ultra"}"#), None);
+        assert_eq!(m(r#"{"type":"quality""#), None);
+        assert_eq!(m(r#"{"type":"ping"}"#), None);
+    }
 }

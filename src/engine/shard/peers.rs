@@ -12,12 +12,33 @@ use str0m::Input;
 use str0m::channel::ChannelId;
 use str0m::format::Codec as StrCodec;
 use str0m::media::Mid;
+use str0m::media::Rid;
 use str0m::rtp::Ssrc;
 use str0m::Rtc;
 
 use super::stun;
 use crate::engine::forwarder::{self, Codec, PtMap, Track};
+use crate::engine::simulcast::{Quality, Select, INITIAL_ESTIMATE_BPS, MAX_LAYERS};
 use crate::engine::{PeerId, Role};
+
+/// Why a publisher's video packet is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ignored {
+    /// Its rid is not one the offer declared.
+    UnknownRid,
+    /// A second SSRC for a rid that already has one.
+    RidReused,
+}
+
+impl Ignored {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ignored::UnknownRid => "unknown_rid",
+            Ignored::RidReused => "rid_reused",
+        }
+    }
+}
 
 /// An outgoing (viewer) track.
 pub(super) struct OutTrack {
@@ -42,10 +63,23 @@ pub(super) struct Peer {
     pub codecs: HashMap<u8, Option<Codec>>,
     /// Publisher: the video media line, for keyframe requests.
     pub video_mid: Option<Mid>,
-    /// Publisher: last video SSRC seen.
-    pub video_ssrc: Option<Ssrc>,
-    /// Publisher: NTP time of the last sender report applied to the clock.
-    pub last_sr_ntp: Option<std::time::SystemTime>,
+    /// Publisher: the negotiated simulcast rids (SDP order) and their layers; empty without
+    /// simulcast.
+    pub rids: Vec<(Rid, u8)>,
+    /// Publisher: video SSRC → layer (`None`: ignored), learnt from the first packets.
+    pub ssrc_layers: Vec<(Ssrc, Result<u8, Ignored>)>,
+    /// Publisher: NTP time of the last sender report applied, per layer.
+    pub last_sr_ntp: [Option<std::time::SystemTime>; MAX_LAYERS],
+    /// Viewer: layer choice.
+    pub select: Select,
+    /// Viewer: quality cap.
+    pub quality: Quality,
+    /// Viewer: the latest bandwidth estimate, bits/s.
+    pub estimate: u64,
+    /// Viewer: when to re-evaluate the layer choice next.
+    pub next_select: Option<Instant>,
+    /// Viewer: the (minimum, desired) last given to the BWE.
+    pub probe: Option<(u64, u64)>,
     /// Viewer: outgoing tracks.
     pub video: Option<OutTrack>,
     pub audio: Option<OutTrack>,
@@ -75,8 +109,14 @@ impl Peer {
             channel: None,
             codecs: HashMap::new(),
             video_mid: None,
-            video_ssrc: None,
-            last_sr_ntp: None,
+            rids: Vec::new(),
+            ssrc_layers: Vec::new(),
+            last_sr_ntp: [None; MAX_LAYERS],
+            select: Select::default(),
+            quality: Quality::Auto,
+            estimate: INITIAL_ESTIMATE_BPS,
+            next_select: None,
+            probe: None,
             video: None,
             audio: None,
             pts: PtMap::default(),
@@ -85,6 +125,42 @@ impl Peer {
             start_at: None,
             held_text: None,
         }
+    }
+
+    /// Whether the publisher negotiated simulcast.
+    pub fn is_simulcast(&self) -> bool {
+        !self.rids.is_empty()
+    }
+
+    /// The layer of an incoming video SSRC (publisher side): from the rid str0m mapped the
+    /// SSRC to (rids travel only on the first packets of a stream), remembered.
+    pub fn layer_of(&mut self, ssrc: Ssrc) -> Result<u8, Ignored> {
+        if self.rids.is_empty() {
+            return Ok(0);
+        }
+        if let Some((_, l)) = self.ssrc_layers.iter().find(|(s, _)| *s == ssrc) {
+            return *l;
+        }
+        let rid = self.rtc.direct_api().stream_rx(&ssrc).and_then(|s| s.rid());
+        let layer = rid.and_then(|r| self.rids.iter().find(|(x, _)| *x == r).map(|(_, l)| *l));
+        let res = match layer {
+            None => Err(Ignored::UnknownRid),
+            Some(l) if self.ssrc_layers.iter().any(|(_, x)| *x == Ok(l)) => Err(Ignored::RidReused),
+            Some(l) => Ok(l),
+        };
+        // Bounded: a publisher cycling through SSRCs cannot grow this without end.
+        if self.ssrc_layers.len() < 16 {
+            self.ssrc_layers.push((ssrc, res));
+        }
+        res
+    }
+
+    /// The SSRC a layer arrives on, once seen (publisher side).
+    pub fn layer_ssrc(&self, layer: u8) -> Option<Ssrc> {
+        self.ssrc_layers
+            .iter()
+            .find(|(_, l)| *l == Ok(layer))
+            .map(|(s, _)| *s)
     }
 
     /// The codec of an incoming payload type (publisher side).

@@ -1,0 +1,210 @@
+//! Simulcast on the virtual-time harness (`hawker::sim`): a 3-layer VP8 publisher (150, 500
+//! and 1500 kbit/s; rids `q`, `h`, `f`; each layer with its own SSRC, sequence, timestamp and
+//! PictureID bases, as browsers send them) and viewers behind links of different capacity.
+//!
+//! * `each_viewer_gets_the_layer_its_link_carries`: three viewers, unlimited, capped at 60 %
+//!   and at 25 % of the top layer's bitrate. Within 5 s each is on the highest layer that fits;
+//!   at every switch the viewer's sequence numbers and VP8 PictureIDs continue at `last + 1`
+//!   and the first packet of the new layer starts a keyframe; lifting a cap brings the viewer
+//!   up within 15 s; a highlight's `rtp_ts` is the same for all three and is the timestamp of
+//!   a frame each of them received. Audio is never dropped.
+//! * `quality_cap_from_whep_and_events`: `?quality=low` holds a viewer on the lowest layer
+//!   on an unlimited link; a `quality` message on `events` moves it to the top.
+
+use std::time::Duration;
+
+use hawker::codec::Codec;
+use hawker::engine::simulcast::Quality;
+use hawker::sim::{Config, Handle, Link, Publish, Sim};
+
+const SHOW: &str = "simulcast";
+const DELAY: Duration = Duration::from_millis(20);
+const LAYERS_KBPS: [u32; 3] = [150, 500, 1500];
+
+fn publisher(sim: &mut Sim) -> Handle {
+    let cfg = Publish {
+        codec: Codec::Vp8,
+        simulcast: LAYERS_KBPS.to_vec(),
+        gop: None,
+        ..Publish::default()
+    };
+    sim.publish(SHOW, cfg, Link::with_delay(DELAY))
+        .expect("simulcast publisher accepted")
+}
+
+/// A link shaped to `kbps` with a one-packet bucket, like a tight `tc tbf` shaper.
+fn capped(kbps: u64) -> Link {
+    Link {
+        rate_bps: Some(kbps * 1000),
+        burst_bytes: 1500,
+        ..Link::with_delay(DELAY)
+    }
+}
+
+/// The layer of the video a viewer received in the last `window`.
+fn layer_now(sim: &Sim, v: Handle, window: Duration) -> Option<u8> {
+    let since = sim.now() - window;
+    let layers: Vec<u8> = sim
+        .peer(v)
+        .video()
+        .filter(|r| r.at >= since)
+        .filter_map(|r| r.layer)
+        .collect();
+    let last = *layers.last()?;
+    layers.iter().all(|&l| l == last).then_some(last)
+}
+
+/// Check every layer switch a viewer went through; returns how many there were.
+fn check_switches(sim: &Sim, v: Handle) -> usize {
+    let mut pkts: Vec<_> = sim.peer(v).video().cloned().collect();
+    pkts.sort_by_key(|r| r.seq);
+    pkts.dedup_by_key(|r| r.seq);
+    let first = pkts.first().expect("viewer got video");
+    assert!(first.keyframe, "viewer {v}: starts on a keyframe");
+    let mut switches = 0;
+    for w in pkts.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if a.layer == b.layer {
+            continue;
+        }
+        switches += 1;
+        assert_eq!(
+            b.seq,
+            a.seq + 1,
+            "viewer {v}: sequence numbers continue across the switch {:?} → {:?}",
+            a.layer,
+            b.layer
+        );
+        assert!(
+            b.keyframe,
+            "viewer {v}: the first packet after a switch to {:?} starts a keyframe",
+            b.layer
+        );
+        let (pa, pb) = (a.vp8_ids.expect("pid"), b.vp8_ids.expect("pid"));
+        assert_eq!(
+            pb.0,
+            (pa.0 + 1) & 0x7FFF,
+            "viewer {v}: PictureID continues across the switch"
+        );
+        assert_eq!(
+            pb.1,
+            pa.1.map(|t| t.wrapping_add(1)),
+            "viewer {v}: TL0PICIDX continues across the switch"
+        );
+    }
+    // Within a layer, PictureIDs never jump back (a decoder would drop the frames).
+    for w in pkts.windows(2) {
+        let (pa, pb) = (w[0].vp8_ids.unwrap().0, w[1].vp8_ids.unwrap().0);
+        let step = pb.wrapping_sub(pa) & 0x7FFF;
+        assert!(step <= 2, "viewer {v}: PictureID {pa} → {pb}");
+    }
+    switches
+}
+
+#[test]
+fn each_viewer_gets_the_layer_its_link_carries() {
+    let mut sim = Sim::new(Config {
+        shards: 2,
+        seed: 11,
+        ..Config::default()
+    });
+    let publisher = publisher(&mut sim);
+    // Sender reports put the layers on one clock.
+    sim.run_for(Duration::from_millis(1500));
+    let home = sim.home_of(SHOW);
+    let top = LAYERS_KBPS[2] as u64;
+    let free = sim
+        .view(SHOW, Some(1 - home), Link::with_delay(DELAY))
+        .unwrap();
+    let sixty = sim.view(SHOW, Some(home), capped(top * 60 / 100)).unwrap();
+    let quarter = sim
+        .view(SHOW, Some(1 - home), capped(top * 25 / 100))
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    let window = Duration::from_millis(500);
+    assert_eq!(
+        layer_now(&sim, free, window),
+        Some(2),
+        "unlimited: top layer"
+    );
+    assert_eq!(
+        layer_now(&sim, sixty, window),
+        Some(1),
+        "60 %: middle layer"
+    );
+    assert_eq!(
+        layer_now(&sim, quarter, window),
+        Some(0),
+        "25 %: lowest layer"
+    );
+
+    // A highlight now: one rtp_ts, on a frame every viewer receives.
+    let clock = sim.clock(SHOW);
+    let (rtp_ts, _) = hawker::live::clock::stamp(&clock, None);
+    let rtp_ts = rtp_ts.expect("video clock running");
+    sim.run_for(Duration::from_millis(500));
+    for v in [free, sixty, quarter] {
+        let got = sim.peer(v).video().any(|r| r.ts == rtp_ts);
+        assert!(
+            got,
+            "viewer {v}: no frame with the highlight's rtp_ts {rtp_ts}"
+        );
+    }
+
+    // Lift the cap of the 25 % viewer: it climbs to the top within 15 s.
+    let addr = sim.peer(quarter).addr;
+    sim.net.set_link(addr, Link::with_delay(DELAY));
+    let up = sim.run_until(Duration::from_secs(15), |s| {
+        layer_now(s, quarter, Duration::from_millis(300)) == Some(2)
+    });
+    assert!(up, "the uncapped viewer reached the top layer");
+    sim.run_for(Duration::from_secs(1));
+
+    let mut switches = 0;
+    for v in [free, sixty, quarter] {
+        switches += check_switches(&sim, v);
+        // Audio is never dropped: one Opus packet per 20 ms from the start.
+        let p = sim.peer(v);
+        let audio = p.audio().count() as u64;
+        let connected = p.connected_at.unwrap();
+        let expected = (sim.now() - connected).as_millis() as u64 / 20;
+        assert!(
+            audio + 10 >= expected,
+            "viewer {v}: {audio} audio packets, expected about {expected}"
+        );
+    }
+    assert!(switches >= 2, "the capped viewers switched ({switches})");
+    let m = sim.metrics().render();
+    assert!(m.contains("hawker_media_layer_switches_total"), "{m}");
+    let _ = publisher;
+}
+
+#[test]
+fn quality_cap_from_whep_and_events() {
+    let mut sim = Sim::new(Config {
+        shards: 1,
+        seed: 5,
+        ..Config::default()
+    });
+    publisher(&mut sim);
+    sim.run_for(Duration::from_millis(1500));
+    let v = sim
+        .view_with(SHOW, None, Link::with_delay(DELAY), Quality::Low)
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(layer_now(&sim, v, Duration::from_secs(2)), Some(0));
+    assert!(sim.say(v, r#"{"type":"quality","quality":"high"}"#));
+    let up = sim.run_until(Duration::from_secs(10), |s| {
+        layer_now(s, v, Duration::from_millis(300)) == Some(2)
+    });
+    assert!(up, "lifting the cap over events moves the viewer up");
+    assert!(sim.say(v, r#"{"type":"quality","quality":"medium"}"#));
+    let down = sim.run_until(Duration::from_secs(3), |s| {
+        layer_now(s, v, Duration::from_millis(300)) == Some(1)
+    });
+    assert!(
+        down,
+        "a lower cap moves the viewer down at once (next keyframe)"
+    );
+    check_switches(&sim, v);
+}
