@@ -12,6 +12,7 @@
 #   5. platform end-to-end: the generated client, examples/viewer and the example webhook
 #      receivers (Node and Python) against target/release/hawker
 #   6. the real-browser WHIP/WHEP and shop tests (tests/browser*.rs -> tests/browser/*.mjs)
+#   7. the shard-fault tests, built with the test-only `fault-injection` feature
 # Safe to run again: installed things are detected and skipped. Exits non-zero on the first
 # failing step. Browser-test artifacts (SDP, getStats dumps, server log): tests/browser/out/,
 # tests/platform/out/.
@@ -157,6 +158,13 @@ cargo test --release --locked --test browser -- --nocapture
 # ---------------------------------------------------------------------------------------------
 step "browser test: cargo test --release --test browser_shop (studio + viewer pages, frame sync, buying)"
 cargo test --release --locked --test browser_shop -- --nocapture
+
+# ---------------------------------------------------------------------------------------------
+# Last: it builds the crate a second time with test-only fault hooks (engine::shard::Fault),
+# which must not be the binary the steps above run.
+step "fault injection: cargo test --release --features fault-injection --test engine_faults"
+cargo test --release --locked --features fault-injection --test engine_faults
+cargo clippy --release --locked --features fault-injection --test engine_faults -- -D warnings
 
 step "summary"
 STEP_NAME=

@@ -29,6 +29,12 @@ pub struct Metrics {
     dc_in: IntCounterVec,
     dc_out: IntCounterVec,
     dc_dropped: IntCounterVec,
+    dc_refused: IntCounterVec,
+    shard_panics: IntCounterVec,
+    /// Shards whose thread has stopped (0 when healthy); `/healthz` fails while it is not 0.
+    pub shards_dead: IntGauge,
+    /// Inbound data-channel messages dropped because the peer's in-order queue was full.
+    pub dc_queue_dropped: IntCounter,
     /// Shows with a publisher connected.
     pub shows_live: IntGauge,
     /// HTTP signalling requests by endpoint and status.
@@ -92,6 +98,12 @@ pub struct ShardMetrics {
     pub dc_messages_out: IntCounter,
     /// Data-channel messages dropped (send buffer full).
     pub dc_dropped: IntCounter,
+    /// Inbound data-channel messages refused in the shard: over the size limit.
+    pub dc_refused_too_large: IntCounter,
+    /// Inbound data-channel messages refused in the shard: over the peer's rate.
+    pub dc_refused_rate: IntCounter,
+    /// Panics caught in a peer operation (the peer was dropped).
+    pub panics: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -180,8 +192,23 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let shards_dead = gauge(
+            "hawker_shards_dead",
+            "Shard threads that have stopped; /healthz fails while this is not 0",
+        );
+        let dc_queue_dropped = IntCounter::new(
+            "hawker_datachannel_queue_dropped_total",
+            "Inbound data-channel messages dropped because the peer's in-order queue was full",
+        )
+        .expect("valid metric");
+        r.register(Box::new(dc_queue_dropped.clone()))
+            .expect("unique metric");
         let s = &["shard"];
         Metrics {
+            shards_dead,
+            dc_queue_dropped,
+            dc_refused: counter(&r, "hawker_datachannel_messages_refused_total", "Inbound data-channel messages refused in the shard before any copy, by reason (too_large, rate_limited)", &["shard", "reason"]),
+            shard_panics: counter(&r, "hawker_shard_panics_total", "Panics caught in a shard's peer operations (the peer was dropped)", s),
             http_connections,
             http_connections_refused,
             webhook_outbox_pending,
@@ -237,6 +264,9 @@ impl Metrics {
             dc_messages_in: self.dc_in.with_label_values(&l),
             dc_messages_out: self.dc_out.with_label_values(&l),
             dc_dropped: self.dc_dropped.with_label_values(&l),
+            dc_refused_too_large: self.dc_refused.with_label_values(&[l[0], "too_large"]),
+            dc_refused_rate: self.dc_refused.with_label_values(&[l[0], "rate_limited"]),
+            panics: self.shard_panics.with_label_values(&l),
         }
     }
 

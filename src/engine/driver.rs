@@ -105,8 +105,8 @@ impl Driver {
         })
     }
 
-    /// Run until [`Msg::Shutdown`].
-    pub fn run(mut self) {
+    /// Run until [`Msg::Shutdown`] (true) or until polling fails (false).
+    pub fn run(mut self) -> bool {
         let mut events = mio::Events::with_capacity(64);
         let mut buf = vec![0u8; 2048];
         loop {
@@ -127,7 +127,7 @@ impl Driver {
             if stop {
                 self.core.shutdown();
                 self.flush();
-                return;
+                return true;
             }
             for i in 0..256 {
                 match self.sock.recv_from(&mut buf) {
@@ -162,7 +162,7 @@ impl Driver {
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("poll failed: {e}");
-                    return;
+                    return false;
                 }
             }
         }

@@ -80,6 +80,7 @@ impl From<crate::engine::Error> for ApiError {
             }
             E::Full => ApiError::Unavailable("server at capacity".into()),
             E::ShuttingDown => ApiError::Unavailable("server shutting down".into()),
+            E::ShardDown(i) => ApiError::Unavailable(format!("media shard {i} has stopped")),
         }
     }
 }
