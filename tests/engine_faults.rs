@@ -102,10 +102,13 @@ async fn a_dead_shard_fails_healthz_and_gets_no_viewers() {
     let before = app.engine.shards()[0]
         .peers
         .load(std::sync::atomic::Ordering::Relaxed);
+    let mut viewers = Vec::new();
     for i in 0..4 {
-        Viewer::connect(&server.whep(&alive_show), None, ViewerOpts::default())
-            .await
-            .unwrap_or_else(|e| panic!("viewer {i} was not served: {e}"));
+        viewers.push(
+            Viewer::connect(&server.whep(&alive_show), None, ViewerOpts::default())
+                .await
+                .unwrap_or_else(|e| panic!("viewer {i} was not served: {e}")),
+        );
     }
     let after = app.engine.shards()[0]
         .peers
