@@ -14,6 +14,8 @@
 #   5. platform end-to-end: the generated client, examples/viewer and the example webhook
 #      receivers (Node and Python) against target/release/hawker
 #   6. the real-browser WHIP/WHEP and shop tests (tests/browser*.rs -> tests/browser/*.mjs)
+#   7. the shard-fault tests, built with the test-only `fault-injection` feature
+#   8. each fuzz target for 20 s when a nightly toolchain is present (cargo-fuzz 0.13.2)
 # Safe to run again: installed things are detected and skipped. Exits non-zero on the first
 # failing step. Browser-test artifacts (SDP, getStats dumps, server log): tests/browser/out/,
 # tests/platform/out/.
@@ -213,6 +215,30 @@ cargo test --release --locked --test browser -- --nocapture
 # ---------------------------------------------------------------------------------------------
 step "browser test: cargo test --release --test browser_shop (studio + viewer pages, frame sync, buying)"
 cargo test --release --locked --test browser_shop -- --nocapture
+
+# ---------------------------------------------------------------------------------------------
+# Last: it builds the crate a second time with test-only fault hooks (engine::shard::Fault),
+# which must not be the binary the steps above run.
+step "fault injection: cargo test --release --features fault-injection --test engine_faults"
+cargo test --release --locked --features fault-injection --test engine_faults
+cargo clippy --release --locked --features fault-injection --test engine_faults -- -D warnings
+
+# ---------------------------------------------------------------------------------------------
+# Each cargo-fuzz target for a short, bounded time on its committed seed corpus (new inputs go
+# to a scratch corpus under fuzz/target). Long runs: docs/security.md.
+step "fuzz: each target for ${FUZZ_SECONDS:-20} s (cargo-fuzz, nightly)"
+if cargo +nightly --version >/dev/null 2>&1; then
+  if ! cargo fuzz --version 2>/dev/null | grep -q ' 0.13.2'; then
+    cargo install --locked cargo-fuzz --version 0.13.2
+  fi
+  for t in protocol clock stun sdp_offer datagram; do
+    mkdir -p "fuzz/target/corpus/$t"
+    (cd fuzz && cargo +nightly fuzz run -s none "$t" "target/corpus/$t" "corpus/$t" -- \
+      -max_total_time="${FUZZ_SECONDS:-20}" -print_final_stats=1 2>&1 | tail -n 12)
+  done
+else
+  echo "no nightly toolchain (rustup toolchain install nightly): the fuzz targets were NOT run"
+fi
 
 step "summary"
 STEP_NAME=

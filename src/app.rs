@@ -172,12 +172,15 @@ impl App {
                     }
                 }
             }
-            Event::Gone { peer, .. } => self.session_gone(peer),
+            Event::Gone { peer, .. } => {
+                self.live.inboxes.close(peer);
+                self.session_gone(peer)
+            }
             Event::ChannelOpen { peer, .. } => {
                 tokio::spawn(crate::live::on_channel_open(self.clone(), peer));
             }
             Event::Text { peer, text, .. } => {
-                tokio::spawn(crate::live::on_text(self.clone(), peer, text));
+                self.live.inboxes.push(self, peer, text);
             }
         }
     }

@@ -43,6 +43,12 @@ pub struct Metrics {
     switches: IntCounterVec,
     ignored: IntCounterVec,
     bwe_estimate: HistogramVec,
+    dc_refused: IntCounterVec,
+    shard_panics: IntCounterVec,
+    /// Shards whose thread has stopped (0 when healthy); `/healthz` fails while it is not 0.
+    pub shards_dead: IntGauge,
+    /// Inbound data-channel messages dropped because the peer's in-order queue was full.
+    pub dc_queue_dropped: IntCounter,
     /// Shows with a publisher connected.
     pub shows_live: IntGauge,
     /// HTTP signalling requests by endpoint and status.
@@ -220,6 +226,12 @@ pub struct ShardMetrics {
     pub ignored: [IntCounter; 3],
     /// Viewers' bandwidth estimates, bits/s.
     pub bwe_estimate: Histogram,
+    /// Inbound data-channel messages refused in the shard: over the size limit.
+    pub dc_refused_too_large: IntCounter,
+    /// Inbound data-channel messages refused in the shard: over the peer's rate.
+    pub dc_refused_rate: IntCounter,
+    /// Panics caught in a peer operation (the peer was dropped).
+    pub panics: IntCounter,
 }
 
 impl ShardMetrics {
@@ -361,6 +373,17 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let shards_dead = gauge(
+            "hawker_shards_dead",
+            "Shard threads that have stopped; /healthz fails while this is not 0",
+        );
+        let dc_queue_dropped = IntCounter::new(
+            "hawker_datachannel_queue_dropped_total",
+            "Inbound data-channel messages dropped because the peer's in-order queue was full",
+        )
+        .expect("valid metric");
+        r.register(Box::new(dc_queue_dropped.clone()))
+            .expect("unique metric");
         let layer_viewers = IntGaugeVec::new(
             Opts::new(
                 "hawker_media_layer_viewers",
@@ -410,6 +433,10 @@ impl Metrics {
             layer_in: counter(&r, "hawker_media_layer_packets_in_total", "Video packets received from publishers, by simulcast layer (0 is the lowest)", &["shard", "layer"]),
             switches: counter(&r, "hawker_media_layer_switches_total", "Viewer layer switches, by direction (up/down)", &["shard", "direction"]),
             ignored: counter(&r, "hawker_media_simulcast_ignored_total", "Publisher video packets not forwarded: unknown_rid, rid_reused (a second SSRC for one rid), no_sender_report (layer not yet on the show clock)", &["shard", "reason"]),
+            shards_dead,
+            dc_queue_dropped,
+            dc_refused: counter(&r, "hawker_datachannel_messages_refused_total", "Inbound data-channel messages refused in the shard before any copy, by reason (too_large, rate_limited)", &["shard", "reason"]),
+            shard_panics: counter(&r, "hawker_shard_panics_total", "Panics caught in a shard's peer operations (the peer was dropped)", s),
             http_connections,
             http_connections_refused,
             webhook_outbox_pending,
@@ -500,6 +527,9 @@ impl Metrics {
                 self.ignored.with_label_values(&[l[0], IGNORED_REASONS[i]])
             }),
             bwe_estimate: self.bwe_estimate.with_label_values(&l),
+            dc_refused_too_large: self.dc_refused.with_label_values(&[l[0], "too_large"]),
+            dc_refused_rate: self.dc_refused.with_label_values(&[l[0], "rate_limited"]),
+            panics: self.shard_panics.with_label_values(&l),
         }
     }
 

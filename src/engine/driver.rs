@@ -113,8 +113,8 @@ impl Driver {
         self
     }
 
-    /// Run until [`Msg::Shutdown`].
-    pub fn run(mut self) {
+    /// Run until [`Msg::Shutdown`] (true) or until polling fails (false).
+    pub fn run(mut self) -> bool {
         let mut events = mio::Events::with_capacity(64);
         let mut buf = vec![0u8; 2048];
         loop {
@@ -135,7 +135,7 @@ impl Driver {
             if stop {
                 self.core.shutdown();
                 self.flush();
-                return;
+                return true;
             }
             for i in 0..256 {
                 match self.sock.recv_from(&mut buf) {
@@ -170,7 +170,7 @@ impl Driver {
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("poll failed: {e}");
-                    return;
+                    return false;
                 }
             }
         }

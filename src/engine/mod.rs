@@ -32,7 +32,8 @@ pub mod shard;
 pub mod simulcast;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,6 +87,9 @@ pub enum Error {
     /// The engine is shutting down.
     #[error("server shutting down")]
     ShuttingDown,
+    /// The shard this peer must live on (a show's home shard, for a publisher) has stopped.
+    #[error("media shard {0} has stopped")]
+    ShardDown(usize),
 }
 
 /// One show's video clock, written by its home shard and read by the control plane (events
@@ -200,6 +204,9 @@ pub enum Msg {
     Text(Target, Arc<str>),
     /// Close every peer and stop.
     Shutdown,
+    /// Inject a fault (tests of panic handling only).
+    #[cfg(feature = "fault-injection")]
+    Inject(shard::Fault),
 }
 
 /// A shard's answer to a [`Msg::Add`] or [`Msg::Remove`].
@@ -271,6 +278,9 @@ pub struct Handle {
     pub addr: SocketAddr,
     /// Peers currently on the shard.
     pub peers: Arc<AtomicUsize>,
+    /// False once the shard's thread has stopped (a panic outside a peer operation, or its
+    /// poll failed): nothing is routed to it any more and `/healthz` fails.
+    pub alive: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -323,6 +333,7 @@ impl Engine {
                 link,
                 addr: announce,
                 peers: Arc::new(AtomicUsize::new(0)),
+                alive: Arc::new(AtomicBool::new(true)),
                 thread: None,
             });
             pollers.push(poll);
@@ -347,9 +358,19 @@ impl Engine {
             );
             let d = driver::Driver::new(core, sock, poll, rx, links.clone(), events.clone())?
                 .with_recorder(recorder.clone());
+            let alive = handles[i].alive.clone();
+            let dead = metrics.shards_dead.clone();
             let t = std::thread::Builder::new()
                 .name(format!("hawker-shard-{i}"))
-                .spawn(move || d.run())?;
+                .spawn(move || {
+                    // Peer operations catch their own panics; one that escapes ends the thread.
+                    let clean = panic::catch_unwind(AssertUnwindSafe(|| d.run())).unwrap_or(false);
+                    alive.store(false, Ordering::SeqCst);
+                    if !clean {
+                        dead.inc();
+                        tracing::error!(shard = i, "shard thread stopped; its peers are lost");
+                    }
+                })?;
             handles[i].thread = Some(t);
         }
         Ok(Engine {
@@ -373,11 +394,26 @@ impl Engine {
         shard::home_of(show, self.shards.len())
     }
 
-    /// The shard a new viewer goes to: the least loaded.
+    /// Shards whose thread has stopped.
+    pub fn dead_shards(&self) -> Vec<usize> {
+        (self.shards.iter().enumerate())
+            .filter(|(_, h)| !h.alive.load(Ordering::SeqCst))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Inject a fault into a shard (tests of panic handling only).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject(&self, shard: usize, fault: shard::Fault) {
+        self.shards[shard].send(Msg::Inject(fault));
+    }
+
+    /// The shard a new viewer goes to: the least loaded of those alive.
     pub fn pick_viewer_shard(&self) -> usize {
         self.shards
             .iter()
             .enumerate()
+            .filter(|(_, h)| h.alive.load(Ordering::Relaxed))
             .min_by_key(|(i, h)| (h.peers.load(Ordering::Relaxed), *i))
             .map(|(i, _)| i)
             .unwrap_or(0)
@@ -410,6 +446,9 @@ impl Engine {
             msg,
             reply: Some(driver::ReplyTo::Added(reply)),
         };
+        if !self.shards[shard].alive.load(Ordering::SeqCst) {
+            return Err(Error::ShardDown(shard));
+        }
         if !self.shards[shard].link.send(env) {
             return Err(Error::ShuttingDown);
         }

@@ -81,6 +81,7 @@ impl From<crate::engine::Error> for ApiError {
             E::Unsupported(m) => ApiError::Unprocessable(format!("offer not supported: {m}")),
             E::Full => ApiError::Unavailable("server at capacity".into()),
             E::ShuttingDown => ApiError::Unavailable("server shutting down".into()),
+            E::ShardDown(i) => ApiError::Unavailable(format!("media shard {i} has stopped")),
         }
     }
 }

@@ -131,8 +131,17 @@ async fn advertise_sdp(
     resp
 }
 
-async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, "ok\n")
+/// `ok` while every shard thread runs; 503 naming the stopped shards otherwise, so a
+/// supervisor or load balancer takes the process out.
+async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> impl IntoResponse {
+    let dead = app.engine.dead_shards();
+    if dead.is_empty() {
+        return (StatusCode::OK, "ok\n".to_string());
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("shards stopped: {dead:?}\n"),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -33,8 +33,12 @@ pub enum Basis {
 
 /// Map a sender report and a capture time to an RTP timestamp (wrap-around is modular).
 pub fn rtp_at(sr_ntp_us: u64, sr_rtp: u32, capture_ms: i64) -> Option<u32> {
-    let delta_us = capture_ms.checked_mul(1000)? - sr_ntp_us as i64;
-    if delta_us.abs() > MAX_EXTRAPOLATION_MS * 1000 {
+    // Both come from outside (the seller's `capture_ms`, the publisher's sender report): no
+    // step may overflow.
+    let delta_us = capture_ms
+        .checked_mul(1000)?
+        .checked_sub(i64::try_from(sr_ntp_us).ok()?)?;
+    if delta_us.checked_abs()? > MAX_EXTRAPOLATION_MS * 1000 {
         return None;
     }
     let ticks = delta_us * VIDEO_HZ / 1_000_000;
@@ -81,6 +85,15 @@ mod tests {
         );
         assert!(at_or_after(4500, sr_rtp));
         assert!(!at_or_after(sr_rtp, 4500));
+    }
+
+    #[test]
+    fn extreme_inputs_do_not_overflow() {
+        // A report near the top of u64 (no i64), a capture time at either end of i64.
+        assert_eq!(rtp_at(u64::MAX, 7, 1_000), None);
+        assert_eq!(rtp_at(1 << 63, 7, i64::MAX / 1000), None);
+        assert_eq!(rtp_at(i64::MAX as u64, 7, i64::MIN / 1000), None);
+        assert_eq!(rtp_at(0, 7, i64::MIN / 1000), None);
     }
 
     #[test]

@@ -44,8 +44,66 @@ struct ShowState {
     sold_dirty: Vec<String>,
 }
 
+/// Inbound messages a peer may have waiting for the control plane; more are dropped (and
+/// counted in `hawker_datachannel_queue_dropped_total`). The shard's rate limit keeps a
+/// well-behaved peer far below this.
+pub const INBOX_CAPACITY: usize = 32;
+
+/// One bounded queue per peer, each drained by one task: a peer's messages are handled one at
+/// a time, in the order the shard received them (a `highlight` and the `unhighlight` right
+/// after it cannot swap), while different peers proceed in parallel.
+#[derive(Default)]
+pub struct Inboxes {
+    queues: Mutex<HashMap<PeerId, tokio::sync::mpsc::Sender<String>>>,
+}
+
+impl Inboxes {
+    /// Queue a message of `peer`, starting its task on the first one. False if it was dropped.
+    pub fn push(&self, app: &Arc<App>, peer: PeerId, text: String) -> bool {
+        let mut queues = self.queues.lock();
+        let tx = queues.entry(peer).or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(INBOX_CAPACITY);
+            let app = app.clone();
+            tokio::spawn(async move {
+                while let Some(text) = rx.recv().await {
+                    on_text(app.clone(), peer, text).await;
+                }
+            });
+            tx
+        });
+        match tx.try_send(text) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                app.metrics.dc_queue_dropped.inc();
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                queues.remove(&peer);
+                false
+            }
+        }
+    }
+
+    /// The peer is gone: its task ends once it has handled what is queued.
+    pub fn close(&self, peer: PeerId) {
+        self.queues.lock().remove(&peer);
+    }
+
+    /// Peers with a queue (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.queues.lock().len()
+    }
+
+    /// No peer has a queue.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Live commerce state of the whole server.
 pub struct State {
+    /// The per-peer inbound queues.
+    pub inboxes: Inboxes,
     shows: Mutex<HashMap<String, ShowState>>,
     buys: Mutex<RateLimiter<String>>,
     questions: Mutex<RateLimiter<String>>,
@@ -65,6 +123,7 @@ impl State {
     pub fn new(cfg: &crate::config::Commerce) -> State {
         let per_min = |n: u32| RateLimiter::new(n as f64 / 60.0, n.max(1), 1_000_000);
         State {
+            inboxes: Inboxes::default(),
             shows: Mutex::new(HashMap::new()),
             buys: Mutex::new(per_min(cfg.buys_per_minute)),
             questions: Mutex::new(per_min(cfg.questions_per_minute)),

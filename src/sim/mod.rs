@@ -432,6 +432,41 @@ impl Sim {
         self.peers[h].pli_every = None;
     }
 
+    /// The client writes `text` on its `events` channel; false if its stack refused it (channel
+    /// not open, over the server's advertised `max-message-size`, or send buffer full).
+    pub fn send_text(&mut self, h: Handle, text: &str) -> bool {
+        let p = &mut self.peers[h];
+        let Some(cid) = p.channel else {
+            return false;
+        };
+        let ok = p
+            .rtc
+            .channel(cid)
+            .is_some_and(|mut c| c.write(false, text.as_bytes()).unwrap_or(false));
+        self.drain_peer(h);
+        ok
+    }
+
+    /// A datagram arrives at the server from a client's address, now, whatever it holds (the
+    /// fuzz target of the datagram path uses this).
+    pub fn inject_datagram(&mut self, h: Handle, data: &[u8]) {
+        let (shard, source) = (self.peers[h].shard, self.peers[h].addr);
+        let (now, local) = (self.now, self.addrs[shard]);
+        self.cores[shard].handle_datagram(now, source, local, data);
+        self.flush_core(shard, &mut |_| {});
+    }
+
+    /// Text the control plane heard from a peer, in order.
+    pub fn texts_from(&self, peer: PeerId) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Text { peer: p, text, .. } if *p == peer => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A message to a shard, as the control plane would send it (replies are dropped).
     pub fn send(&mut self, shard: usize, msg: Msg) {
         let now = self.now;

@@ -141,6 +141,7 @@ struct Inner {
 }
 
 /// A WHEP viewer. See the [module docs](super).
+#[derive(Clone)]
 pub struct Viewer {
     inner: Arc<Inner>,
 }

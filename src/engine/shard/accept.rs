@@ -28,6 +28,8 @@ pub(super) fn accept(
     let mut cfg = Rtc::builder()
         .set_rtp_mode(true)
         .set_ice_lite(true)
+        // Advertised as `a=max-message-size`: SCTP reassembles nothing larger for this peer.
+        .set_sctp_max_message_size(super::inbound::SCTP_MAX_MESSAGE_BYTES)
         // Egress stats carry the NACK counts behind `hawker_media_nacks_total`.
         .set_stats_interval((role == Role::Viewer).then_some(Duration::from_secs(1)))
         .clear_codecs()

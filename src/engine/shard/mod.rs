@@ -15,16 +15,24 @@
 //!
 //! The rooms: [`peers`] (the peer table and lookup), `accept` (SDP offer → `Rtc`), `ingest`
 //! (publisher packets → show numbering, keyframe requests), `egress` (fan-out to viewers,
-//! keyframe cache, greeting hold), `stun` (routing a first STUN check).
+//! keyframe cache, greeting hold), [`inbound`] (data-channel size and rate, before any copy),
+//! `stun` (routing a first STUN check).
+//!
+//! A peer's datagrams, timers and offer run under `catch_unwind`: a panic there drops that peer
+//! (with its [`Event::Gone`]) and counts in `hawker_shard_panics_total`; the shard serves on.
+//! A panic anywhere else (fan-out, text to many viewers) ends the thread, which the engine
+//! notices (`Handle::alive`): `/healthz` fails and no new peer is routed to the shard.
 
 mod accept;
 mod egress;
+pub mod inbound;
 mod ingest;
 pub(crate) mod peers;
 mod stun;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,6 +138,20 @@ pub struct Core {
     /// Packets of recorded shows homed here, in show numbering, of the recorded layer: the
     /// same `Arc`s the viewers get, for `crate::recording`.
     pub recorded: Vec<Arc<MediaPacket>>,
+    /// The peer whose next operation panics ([`Fault::Peer`]).
+    #[cfg(feature = "fault-injection")]
+    doomed: Option<PeerId>,
+}
+
+/// A fault to inject, to test that a panic costs one peer and a dead shard is noticed. Only
+/// with the `fault-injection` feature (tests): no build without it can be made to panic this way.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// The next operation on this peer panics (caught: the peer is dropped).
+    Peer(PeerId),
+    /// The shard panics outside any peer operation (its thread dies).
+    Shard,
 }
 
 impl Core {
@@ -153,6 +175,8 @@ impl Core {
             events: Vec::new(),
             replies: Vec::new(),
             recorded: Vec::new(),
+            #[cfg(feature = "fault-injection")]
+            doomed: None,
         }
     }
 
@@ -189,6 +213,10 @@ impl Core {
             Msg::KeyframeWanted(show, layer) => self.keyframe_wanted(now, &show, layer),
             Msg::Text(target, text) => self.send_text(now, target, &text),
             Msg::Shutdown => self.shutdown(),
+            #[cfg(feature = "fault-injection")]
+            Msg::Inject(Fault::Peer(id)) => self.doomed = Some(id),
+            #[cfg(feature = "fault-injection")]
+            Msg::Inject(Fault::Shard) => panic!("injected fault in shard {}", self.s.index),
         }
     }
 
@@ -207,17 +235,26 @@ impl Core {
             });
             return;
         }
-        let (peer, answer) =
-            match accept::accept(now, self.s.announce, id, &show, role, offer, quality) {
-                Ok(ok) => ok,
-                Err(e) => {
-                    self.replies.push(Reply::Added {
-                        peer: id,
-                        result: Err(e),
-                    });
-                    return;
-                }
-            };
+        let announce = self.s.announce;
+        let accepted = panic::catch_unwind(AssertUnwindSafe(|| {
+            accept::accept(now, announce, id, &show, role, offer, quality)
+        }))
+        .unwrap_or_else(|_| {
+            self.metrics.panics.inc();
+            Err(super::Error::Offer(
+                "the offer could not be processed".into(),
+            ))
+        });
+        let (peer, answer) = match accepted {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.replies.push(Reply::Added {
+                    peer: id,
+                    result: Err(e),
+                });
+                return;
+            }
+        };
         let simulcast = peer.is_simulcast();
         let idx = self.peers.insert(peer);
         let local = self
@@ -237,7 +274,7 @@ impl Core {
         }
         self.peer_count.store(self.peers.len(), Ordering::Relaxed);
         self.peer_gauge(role).inc();
-        self.drain(now, idx);
+        self.guarded(idx, |core| core.drain(now, idx));
         self.replies.push(Reply::Added {
             peer: id,
             result: Ok(answer),
@@ -273,51 +310,69 @@ impl Core {
                 contents,
             },
         );
-        let Some(idx) = self.peers.route(source, data, &input) else {
-            self.metrics.garbage.inc();
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(idx) else {
-            return;
-        };
-        if let Err(e) = peer.rtc.handle_input(input) {
-            if let Some(f) = Failure::of(&e) {
-                let id = peer.id;
-                self.dtls_failed(idx, id, f, &e);
-                return;
+        let peers = &mut self.peers;
+        let routed = panic::catch_unwind(AssertUnwindSafe(|| peers.route(source, data, &input)));
+        let Ok(Some(idx)) = routed else {
+            if routed.is_err() {
+                self.metrics.panics.inc();
             }
-            tracing::debug!(peer = peer.id, "input error: {e}");
             self.metrics.garbage.inc();
-        }
-        self.drain(now, idx);
+            return;
+        };
+        self.guarded(idx, |core| {
+            core.check_fault(idx);
+            let Some(peer) = core.peers.get_mut(idx) else {
+                return;
+            };
+            if let Err(e) = peer.rtc.handle_input(input) {
+                if let Some(f) = Failure::of(&e) {
+                    let id = peer.id;
+                    core.dtls_failed(idx, id, f, &e);
+                    return;
+                }
+                tracing::debug!(peer = peer.id, "input error: {e}");
+                core.metrics.garbage.inc();
+            }
+            core.drain(now, idx);
+        });
     }
 
     /// Drive peers and gates whose time has come.
     pub fn handle_timeout(&mut self, now: Instant) {
         for idx in 0..self.peers.slots() {
-            let Some(p) = self.peers.get_mut(idx) else {
-                continue;
-            };
-            // `>=`: the deadline `next_deadline` reports must be work when it comes.
-            if !p.connected && now.duration_since(p.created) >= self.s.connect_timeout {
-                tracing::info!(peer = p.id, "connect timeout");
-                self.remove(idx, false);
-                continue;
-            }
-            if p.start_at.is_some_and(|t| t <= now) {
-                p.start_at = None;
-                let show = p.show.clone();
-                self.start_viewer(now, idx, &show);
-            }
-            let Some(p) = self.peers.get_mut(idx) else {
-                continue;
-            };
-            if p.deadline <= now {
-                let _ = p.rtc.handle_input(Input::Timeout(now));
-                self.drain(now, idx);
+            if self.peers.get_mut(idx).is_some() {
+                self.guarded(idx, |core| core.peer_timeout(now, idx));
             }
         }
         self.poll_gates(now);
+    }
+
+    fn peer_timeout(&mut self, now: Instant, idx: usize) {
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        // `>=`: the deadline `next_deadline` reports must be work when it comes.
+        if !p.connected && now.duration_since(p.created) >= self.s.connect_timeout {
+            tracing::info!(peer = p.id, "connect timeout");
+            self.remove(idx, false);
+            return;
+        }
+        if p.start_at.is_some_and(|t| t <= now) {
+            p.start_at = None;
+            let show = p.show.clone();
+            self.start_viewer(now, idx, &show);
+        }
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        if p.deadline <= now {
+            self.check_fault(idx);
+            let Some(p) = self.peers.get_mut(idx) else {
+                return;
+            };
+            let _ = p.rtc.handle_input(Input::Timeout(now));
+            self.drain(now, idx);
+        }
     }
 
     /// Earliest time [`Core::handle_timeout`] has work.
@@ -473,6 +528,21 @@ impl Core {
             }
             RtcEvent::ChannelData(d) if Some(d.id) == p.channel => {
                 self.metrics.dc_messages_in.inc();
+                // Judged on the borrowed bytes: nothing is copied for a refused message.
+                let verdict = p.guard.admit(now, d.data.len());
+                if verdict != inbound::Verdict::Pass {
+                    let counter = match verdict {
+                        inbound::Verdict::TooLarge => &self.metrics.dc_refused_too_large,
+                        _ => &self.metrics.dc_refused_rate,
+                    };
+                    counter.inc();
+                    let retry = p.guard.retry_in();
+                    if let Some(err) = inbound::refusal(verdict, d.data.len(), retry) {
+                        let id = p.id;
+                        self.send_text(now, super::Target::Peer(id), &Arc::from(err));
+                    }
+                    return;
+                }
                 let text = String::from_utf8_lossy(&d.data).into_owned();
                 if p.role == Role::Viewer {
                     if let Some(q) = quality_message(&text) {
@@ -527,6 +597,43 @@ impl Core {
             }
         }
         p.rtc.disconnect();
+        self.forget(idx, &p);
+    }
+
+    /// Run one operation on one peer; if it panics, drop that peer (and only it) and report it
+    /// gone, so the shard keeps serving everyone else.
+    fn guarded(&mut self, idx: usize, op: impl FnOnce(&mut Core)) {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| op(self)));
+        if outcome.is_err() {
+            self.metrics.panics.inc();
+            // The Rtc may be half-way through an update: drop it without another call into it.
+            if let Some(p) = self.peers.remove(idx) {
+                tracing::error!(
+                    peer = p.id,
+                    shard = self.s.index,
+                    "a peer operation panicked; the peer is dropped"
+                );
+                self.forget(idx, &p);
+            }
+        }
+    }
+
+    /// A test-only fault: panic if `idx` is the peer doomed by [`Fault::Peer`].
+    #[cfg(feature = "fault-injection")]
+    fn check_fault(&mut self, idx: usize) {
+        let id = self.peers.get_mut(idx).map(|p| p.id);
+        if id.is_some() && self.doomed == id {
+            self.doomed = None;
+            panic!("injected fault in peer {id:?}");
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    fn check_fault(&mut self, _idx: usize) {}
+
+    /// The peer is out of the table: update the show, the counts, and tell the control plane.
+    fn forget(&mut self, idx: usize, p: &peers::Peer) {
         if let Some(l) = p.video.as_ref().and_then(|v| v.fwd.layer()) {
             self.metrics.viewers_on_layer(l).dec();
         }

@@ -93,6 +93,8 @@ pub(super) struct Peer {
     pub ufrag: String,
     /// Viewer: NACKs received so far per media line (str0m reports running totals).
     pub nacks: Vec<(Mid, u64)>,
+    /// Inbound data-channel size and rate check.
+    pub guard: super::inbound::Guard,
 }
 
 impl Peer {
@@ -107,6 +109,7 @@ impl Peer {
             created: now,
             deadline: now,
             channel: None,
+            guard: super::inbound::Guard::new(now),
             codecs: HashMap::new(),
             video_mid: None,
             rids: Vec::new(),
