@@ -215,9 +215,13 @@ pub fn start(app: Arc<crate::app::App>, peer: PeerId) {
                     marker: p.marker,
                     keyframe_start: p.keyframe_start,
                     layer: p.layer,
+                    // One recorded layer: a replay viewer never switches, so VP8 picture ids
+                    // need no rewrite.
+                    vp8: None,
                 },
                 payload: p.payload.into(),
                 arrival: std::time::Instant::now(),
+                vp8: None,
             });
             if !app.engine.shards()[sess.shard].send(Msg::Media(mp)) {
                 return;
