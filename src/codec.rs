@@ -67,6 +67,34 @@ pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
     }
 }
 
+/// True when an H.264 packet carries only NAL units that may lead an access unit without being
+/// part of a picture: access-unit delimiters (type 9) and SEI (6), alone or in a STAP-A. x264
+/// (GStreamer's `x264enc`, and encoders built on it) starts every frame with a delimiter, so the
+/// SPS or IDR that makes a keyframe arrives in the frame's second or third packet.
+pub fn is_frame_prefix(codec: Codec, payload: &[u8]) -> bool {
+    if codec != Codec::H264 {
+        return false;
+    }
+    let prefix = |nal: u8| matches!(nal & 0x1F, 6 | 9);
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    if b0 & 0x1F != 24 {
+        return prefix(b0);
+    }
+    let mut i = 1;
+    let mut any = false;
+    while i + 2 < payload.len() {
+        let len = u16::from_be_bytes([payload[i], payload[i + 1]]) as usize;
+        if !prefix(payload[i + 2]) {
+            return false;
+        }
+        any = true;
+        i += 2 + len;
+    }
+    any
+}
+
 fn vp8_keyframe_start(p: &[u8]) -> bool {
     let Some(&b0) = p.first() else { return false };
     let x = b0 & 0x80 != 0;
@@ -153,5 +181,26 @@ mod tests {
         assert!(!is_keyframe_start(Codec::H264, &[0x7c, 0x05, 0x00]));
         // Truncated STAP-A does not panic.
         assert!(!is_keyframe_start(Codec::H264, &[0x78, 0xff, 0xff]));
+    }
+
+    #[test]
+    fn h264_frame_prefix() {
+        // Access-unit delimiter, SEI, and a STAP-A of both.
+        assert!(is_frame_prefix(Codec::H264, &[0x09, 0x10]));
+        assert!(is_frame_prefix(Codec::H264, &[0x06, 0x05, 0x01]));
+        assert!(is_frame_prefix(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x09, 0x10, 0x00, 0x02, 0x06, 0x05]
+        ));
+        // Anything with a picture or parameter set in it is not a prefix.
+        assert!(!is_frame_prefix(Codec::H264, &[0x67, 0x42]));
+        assert!(!is_frame_prefix(Codec::H264, &[0x41, 0x9a]));
+        assert!(!is_frame_prefix(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x09, 0x10, 0x00, 0x02, 0x67, 0x42]
+        ));
+        assert!(!is_frame_prefix(Codec::H264, &[0x78]));
+        assert!(!is_frame_prefix(Codec::H264, &[]));
+        assert!(!is_frame_prefix(Codec::Vp8, &[0x09, 0x10]));
     }
 }

@@ -170,12 +170,13 @@ impl Drop for Proc {
 
 /// `gst-launch-1.0 -e` publishing H.264 (x264, a keyframe every second) + Opus via whipsink.
 ///
-/// `aud=false`: hawker recognises a keyframe by the first packet of a frame (SPS or IDR), and
-/// x264 otherwise starts every frame with an access-unit delimiter, which hides it.
+/// x264's defaults are kept on purpose: every frame starts with an access-unit delimiter, so
+/// the keyframe's SPS/IDR arrives in the frame's second packet (the cell checks that hawker still
+/// sees the keyframes and serves viewers from its cache).
 fn whipsink(endpoint: &str, token: &str) -> Proc {
     let pipeline = format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
-         ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=500 aud=false \
+         ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=500 \
          ! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 pt=102 \
          ! application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000 ! whip.sink_0 \
          audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! opusenc \

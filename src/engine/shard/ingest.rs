@@ -11,7 +11,7 @@ use str0m::media::KeyframeRequestKind;
 use str0m::rtp::{RtpPacket, Vp8Descriptor};
 
 use super::{Core, ToOthers};
-use crate::codec::{is_keyframe_start, Codec};
+use crate::codec::{is_frame_prefix, is_keyframe_start, Codec};
 use crate::engine::forwarder::{self, ClockMap, Incoming, SourceMap, Track};
 use crate::engine::keyframe::Gate;
 use crate::engine::simulcast::{Align, MAX_LAYERS};
@@ -25,6 +25,9 @@ pub(super) struct LayerIn {
     pub gate: Gate,
     /// Previous packet (ts, marker) to find frame starts.
     prev: Option<(u32, bool)>,
+    /// The timestamp of a frame whose packets so far only led it (H.264 delimiters, SEI): its
+    /// next packet may still be where a keyframe starts.
+    prefix_ts: Option<u32>,
 }
 
 impl LayerIn {
@@ -33,6 +36,7 @@ impl LayerIn {
             map: SourceMap::new(90_000),
             gate: Gate::new(keyframe_interval),
             prev: None,
+            prefix_ts: None,
         }
     }
 }
@@ -74,6 +78,7 @@ impl Home {
         for l in &mut self.layers {
             l.gate.reset();
             l.prev = None;
+            l.prefix_ts = None;
         }
         self.align.reset();
         self.simulcast = simulcast;
@@ -161,6 +166,9 @@ impl Core {
                     Some((pts, pmarker)) => pmarker || pts != inc.ts,
                 };
                 l.prev = Some((inc.ts, pkt.header.marker));
+                // A keyframe may start after the packets that lead a frame (x264's delimiter).
+                let may_start = frame_start || l.prefix_ts == Some(inc.ts);
+                l.prefix_ts = (may_start && is_frame_prefix(codec, &pkt.payload)).then_some(inc.ts);
                 let ref_ts = if simulcast {
                     if let Some((us, rtp)) = sr_us {
                         home.align.sender_report(layer, us, rtp);
@@ -180,7 +188,7 @@ impl Core {
                 let Some(ts) = home.video_ts.map(session, ref_ts, inc.arrival) else {
                     return;
                 };
-                keyframe_start = frame_start && is_keyframe_start(codec, &pkt.payload);
+                keyframe_start = may_start && is_keyframe_start(codec, &pkt.payload);
                 let l = &mut home.layers[layer as usize];
                 if keyframe_start {
                     l.gate.keyframe_seen();
