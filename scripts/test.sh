@@ -190,7 +190,7 @@ step "OpenAPI lint: redocly lint (redocly.yaml: recommended-strict + example che
 
 # ---------------------------------------------------------------------------------------------
 step "OpenAPI client: openapi-typescript types, tsc over the generated-client code"
-"$PLATFORM_DIR/node_modules/.bin/openapi-typescript" --redocly redocly.yaml
+"$PLATFORM_DIR/node_modules/.bin/openapi-typescript" --redocly redocly.codegen.yaml
 "$PLATFORM_DIR/node_modules/.bin/tsc" -p tests/platform/tsconfig.json
 
 # ---------------------------------------------------------------------------------------------
