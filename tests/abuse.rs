@@ -27,6 +27,11 @@ use support::{MediaKind, Publisher, PublisherOpts, Viewer, ViewerOpts};
 const SDP: &str = "application/sdp";
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The scenarios run one at a time: they share this process, so one's peers would count in
+/// another's memory figure (the flood test reads the process's RSS) and compete for its CPU.
+/// (An async lock: each test has its own runtime, and a failed scenario releases it.)
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A viewer's offer (video and audio recvonly, the events channel) from a str0m client that
 /// will never answer ICE.
 fn offer() -> String {
@@ -115,6 +120,7 @@ fn longest_gap(v: &Viewer, from: Instant, to: Instant) -> (Duration, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_wheps_to_random_shows_create_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
     support::init_logging();
     let server = TestServer::start(2, |_| {}).await;
     let app = server.app().clone();
@@ -152,6 +158,7 @@ async fn anonymous_wheps_to_random_shows_create_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_less_offers_do_not_disturb_viewers() {
+    let _one = ONE_AT_A_TIME.lock().await;
     support::init_logging();
     let server = TestServer::start(2, |cfg| {
         cfg.media.connect_timeout = Duration::from_secs(3);
@@ -212,6 +219,7 @@ async fn ice_less_offers_do_not_disturb_viewers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_channel_flood_leaves_memory_and_buys_alone() {
+    let _one = ONE_AT_A_TIME.lock().await;
     support::init_logging();
     let server = TestServer::start(2, |cfg| {
         cfg.commerce.buys_per_minute = 10_000;
@@ -347,6 +355,7 @@ async fn a_data_channel_flood_leaves_memory_and_buys_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_sockets_do_not_delay_whep() {
+    let _one = ONE_AT_A_TIME.lock().await;
     support::init_logging();
     let server = TestServer::start(1, |_| {}).await;
     let show = "loris";
