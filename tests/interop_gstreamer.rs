@@ -272,7 +272,15 @@ async fn whipsink_cell() {
     .expect("webrtc-rs viewer connects");
     viewer
         .wait_for(
-            |log| log.video.len() >= 60 && log.audio.len() >= 20,
+            // Frames, not packets: x264 leads each frame with a delimiter packet.
+            |log| {
+                let frames = log
+                    .video
+                    .windows(2)
+                    .filter(|w| w[0].timestamp != w[1].timestamp)
+                    .count();
+                frames >= 30 && log.audio.len() >= 20
+            },
             Duration::from_secs(15),
         )
         .await
