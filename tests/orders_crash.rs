@@ -379,6 +379,9 @@ async fn confirmed_orders_survive_sigkill() {
     for k in 0..sent_each[0] {
         let rid = format!("c0-r{k}");
         let m = json!({"type": "buy", "request_id": rid, "sku": SKU, "qty": 1 + k % 3});
+        // Under the shard's per-peer message rate (20/s after a burst of 40), which would
+        // answer `rate_limited` instead of the order.
+        tokio::time::sleep(Duration::from_millis(55)).await;
         v0.send_text(&m.to_string()).await.unwrap();
         let (_, a) = live::wait_json(
             &rid,
