@@ -23,10 +23,10 @@ fn world() -> World {
         ..Config::default()
     });
     let _p = sim
-        .publish("fz", Publish::default(), Link::with_delay(Duration::ZERO))
+        .publish("fz", Publish::default(), Link::with_delay(Duration::from_millis(1)))
         .expect("publisher");
     let viewer = sim
-        .view("fz", Some(0), Link::with_delay(Duration::ZERO))
+        .view("fz", Some(0), Link::with_delay(Duration::from_millis(1)))
         .expect("viewer");
     assert!(sim.run_until(Duration::from_secs(2), |s| s
         .peer(viewer)

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         connect_timeout: Duration::from_secs(5),
         max_peers: 10,
         keyframe_cache_age: Duration::from_secs(1),
+        record_layer: 0,
     };
     let mut core = Core::new(
         now,
@@ -57,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
         id: Arc::from("fuzz"),
         video_codecs: codecs,
         clock: Arc::new(Clock::default()),
+        record: true,
     };
     core.handle_msg(
         now,
@@ -65,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
             show,
             role,
             offer,
+            quality: hawker::engine::simulcast::Quality::Auto,
         })),
     );
     assert!(matches!(core.replies.as_slice(), [Reply::Added { .. }]));
