@@ -377,13 +377,10 @@ impl Metrics {
             "hawker_shards_dead",
             "Shard threads that have stopped; /healthz fails while this is not 0",
         );
-        let dc_queue_dropped = IntCounter::new(
+        let dc_queue_dropped = plain(
             "hawker_datachannel_queue_dropped_total",
             "Inbound data-channel messages dropped because the peer's in-order queue was full",
-        )
-        .expect("valid metric");
-        r.register(Box::new(dc_queue_dropped.clone()))
-            .expect("unique metric");
+        );
         let layer_viewers = IntGaugeVec::new(
             Opts::new(
                 "hawker_media_layer_viewers",
@@ -407,20 +404,14 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(bwe_estimate.clone()))
             .expect("unique metric");
-        let publishers_replaced = IntCounter::new(
+        let publishers_replaced = plain(
             "hawker_publishers_replaced_total",
             "WHIP sessions that replaced a previous session of the same token subject",
-        )
-        .expect("valid metric");
-        r.register(Box::new(publishers_replaced.clone()))
-            .expect("unique metric");
-        let anon_ids_refused = IntCounter::new(
+        );
+        let anon_ids_refused = plain(
             "hawker_anon_viewer_ids_refused_total",
             "Anonymous WHEPs refused because ?viewer= was not an id this server signed",
-        )
-        .expect("valid metric");
-        r.register(Box::new(anon_ids_refused.clone()))
-            .expect("unique metric");
+        );
         let process = Process::new(&r);
         let s = &["shard"];
         Metrics {
