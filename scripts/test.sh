@@ -14,7 +14,8 @@
 #   5. platform end-to-end: the generated client, examples/viewer and the example webhook
 #      receivers (Node and Python) against target/release/hawker
 #   6. the real-browser WHIP/WHEP and shop tests (tests/browser*.rs -> tests/browser/*.mjs)
-#   7. the shard-fault tests, built with the test-only `fault-injection` feature
+#   7. the shard-fault and crash-point tests (engine_faults, crash_points), built with the
+#      test-only `fault-injection` feature
 #   8. each fuzz target for 20 s when a nightly toolchain is present (cargo-fuzz 0.13.2)
 # Safe to run again: installed things are detected and skipped. Exits non-zero on the first
 # failing step. Browser-test artifacts (SDP, getStats dumps, server log): tests/browser/out/,
@@ -219,9 +220,9 @@ cargo test --release --locked --test browser_shop -- --nocapture
 # ---------------------------------------------------------------------------------------------
 # Last: it builds the crate a second time with test-only fault hooks (engine::shard::Fault),
 # which must not be the binary the steps above run.
-step "fault injection: cargo test --release --features fault-injection --test engine_faults"
-cargo test --release --locked --features fault-injection --test engine_faults
-cargo clippy --release --locked --features fault-injection --test engine_faults -- -D warnings
+step "fault injection: cargo test --release --features fault-injection --test engine_faults --test crash_points"
+cargo test --release --locked --features fault-injection --test engine_faults --test crash_points
+cargo clippy --release --locked --features fault-injection --test engine_faults --test crash_points -- -D warnings
 
 # ---------------------------------------------------------------------------------------------
 # Each cargo-fuzz target for a short, bounded time on its committed seed corpus (new inputs go

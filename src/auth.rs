@@ -292,7 +292,11 @@ pub fn load_secret(configured: Option<&str>, data_dir: &Path) -> Result<Secret, 
         rand::random::<u32>()
     ));
     write_new_private(&tmp, hex.as_bytes()).map_err(io(&tmp))?;
+    #[cfg(feature = "fault-injection")]
+    crate::fault::pause_point("secret-written", data_dir, false);
     let linked = std::fs::hard_link(&tmp, &path);
+    #[cfg(feature = "fault-injection")]
+    crate::fault::pause_point("secret-linked", data_dir, false);
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => {

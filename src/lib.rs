@@ -30,6 +30,8 @@ pub mod codec;
 pub mod commerce;
 pub mod config;
 pub mod engine;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod http;
 pub mod live;
 pub mod metrics;

@@ -286,6 +286,10 @@ fn apply_batch(
             conn.prepare_cached("RELEASE item")?.execute([])?;
         }
     }
+    #[cfg(feature = "fault-injection")]
+    if let Some(dir) = conn.path().and_then(|p| std::path::Path::new(p).parent()) {
+        crate::fault::pause_point("commit", dir, true);
+    }
     conn.prepare_cached("COMMIT")?.execute([])?;
     Ok(())
 }
