@@ -139,3 +139,42 @@ fn leaving_viewers_are_freed() {
         "the remaining viewer still receives"
     );
 }
+
+/// The `a=fingerprint` line of an SDP.
+fn fingerprint(sdp: &str) -> String {
+    sdp.lines()
+        .find(|l| l.starts_with("a=fingerprint:"))
+        .expect("answer has a fingerprint")
+        .to_string()
+}
+
+#[test]
+fn a_shard_uses_one_dtls_certificate_for_all_its_peers() {
+    let mut sim = sim(15);
+    let p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(DELAY))
+        .unwrap();
+    let home = sim.peer(p).shard;
+    let other = 1 - home;
+    let a = sim.view(SHOW, Some(home), Link::with_delay(DELAY)).unwrap();
+    let b = sim.view(SHOW, Some(home), Link::with_delay(DELAY)).unwrap();
+    let c = sim
+        .view(SHOW, Some(other), Link::with_delay(DELAY))
+        .unwrap();
+    sim.run_for(Duration::from_millis(800));
+    // One key pair per shard, not per peer: no key generation on the shard thread per join.
+    assert_eq!(fingerprint(sim.answer(p)), fingerprint(sim.answer(a)));
+    assert_eq!(fingerprint(sim.answer(a)), fingerprint(sim.answer(b)));
+    assert_ne!(
+        fingerprint(sim.answer(a)),
+        fingerprint(sim.answer(c)),
+        "each shard has its own"
+    );
+    // The shared certificate handshakes with every peer: media reaches all three viewers.
+    for v in [a, b, c] {
+        assert!(
+            sim.peer(v).first_video().is_some_and(|f| f.keyframe),
+            "viewer {v} got no video"
+        );
+    }
+}

@@ -90,6 +90,8 @@ pub struct Sim {
     /// The network.
     pub net: net::Net,
     peers: Vec<Peer>,
+    /// The SDP answer each client got, by handle.
+    answers: Vec<String>,
     by_addr: HashMap<SocketAddr, Handle>,
     clocks: HashMap<Arc<str>, Arc<Clock>>,
     next_id: PeerId,
@@ -141,6 +143,7 @@ impl Sim {
             metrics,
             net,
             peers: Vec::new(),
+            answers: Vec::new(),
             by_addr: HashMap::new(),
             clocks: HashMap::new(),
             next_id: 1,
@@ -202,6 +205,12 @@ impl Sim {
     }
 
     /// Every client peer.
+    /// The SDP answer the server gave this client.
+    pub fn answer(&self, h: Handle) -> &str {
+        &self.answers[h]
+    }
+
+    /// All clients.
     pub fn peers(&self) -> &[Peer] {
         &self.peers
     }
@@ -374,6 +383,7 @@ impl Sim {
             now,
         );
         self.peers.push(p);
+        self.answers.push(answer);
         self.by_addr.insert(addr, h);
         self.drain_peer(h);
         Ok(h)

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Rids};
 use str0m::{Candidate, Rtc};
 
@@ -24,6 +25,7 @@ pub(super) fn accept(
     role: Role,
     offer: SdpOffer,
     quality: Quality,
+    cert: Option<&DtlsCert>,
 ) -> Result<(Peer, String), Error> {
     let mut cfg = Rtc::builder()
         .set_rtp_mode(true)
@@ -34,6 +36,9 @@ pub(super) fn accept(
         .set_stats_interval((role == Role::Viewer).then_some(Duration::from_secs(1)))
         .clear_codecs()
         .enable_opus(true, false);
+    if let Some(cert) = cert {
+        cfg = cfg.set_dtls_cert(cert.clone());
+    }
     if role == Role::Viewer {
         // A viewer's layer follows its bandwidth estimate (TWCC feedback).
         cfg = cfg.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));

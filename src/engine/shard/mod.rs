@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
+use str0m::config::DtlsCert;
 use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
@@ -138,6 +139,10 @@ pub struct Core {
     /// Packets of recorded shows homed here, in show numbering, of the recorded layer: the
     /// same `Arc`s the viewers get, for `crate::recording`.
     pub recorded: Vec<Arc<MediaPacket>>,
+    /// The shard's DTLS certificate, generated once and given to each of its peers (a key
+    /// pair per peer would cost a key generation on the shard thread at every join). `None`
+    /// if generation failed: str0m then makes one per peer.
+    dtls_cert: Option<DtlsCert>,
     /// The peer whose next operation panics ([`Fault::Peer`]).
     #[cfg(feature = "fault-injection")]
     doomed: Option<PeerId>,
@@ -152,6 +157,20 @@ pub enum Fault {
     Peer(PeerId),
     /// The shard panics outside any peer operation (its thread dies).
     Shard,
+}
+
+/// A DTLS certificate (ECDSA P-256, self-signed) for one shard's peers.
+fn shard_cert() -> Option<DtlsCert> {
+    match str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+    {
+        Some(c) => Some(c),
+        None => {
+            tracing::warn!("could not generate the shard's DTLS certificate; one per peer");
+            None
+        }
+    }
 }
 
 impl Core {
@@ -175,6 +194,7 @@ impl Core {
             events: Vec::new(),
             replies: Vec::new(),
             recorded: Vec::new(),
+            dtls_cert: shard_cert(),
             #[cfg(feature = "fault-injection")]
             doomed: None,
         }
@@ -237,7 +257,16 @@ impl Core {
         }
         let announce = self.s.announce;
         let accepted = panic::catch_unwind(AssertUnwindSafe(|| {
-            accept::accept(now, announce, id, &show, role, offer, quality)
+            accept::accept(
+                now,
+                announce,
+                id,
+                &show,
+                role,
+                offer,
+                quality,
+                self.dtls_cert.as_ref(),
+            )
         }))
         .unwrap_or_else(|_| {
             self.metrics.panics.inc();
