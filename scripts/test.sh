@@ -10,7 +10,8 @@
 #      (openapi-typescript) type-checked, the SDK package (declarations current, npm pack,
 #      installed into a third-party site, examples/viewer type-checked)
 #   4. cargo test --release            (everything except the browser tests; includes the
-#      GStreamer interop cell, tests/interop_gstreamer.rs, in a private network namespace)
+#      GStreamer interop cell, tests/interop_gstreamer.rs, in a private network namespace, and
+#      the aiortc cells, tests/interop_aiortc.rs)
 #   5. platform end-to-end: the generated client, examples/viewer and the example webhook
 #      receivers (Node and Python) against target/release/hawker
 #   6. the real-browser WHIP/WHEP and shop tests (tests/browser*.rs -> tests/browser/*.mjs)
@@ -176,6 +177,24 @@ fi
 export GST_PLUGIN_PATH="$GST_PLUGIN_DIR"
 gst-inspect-1.0 whipsink >/dev/null || die "GStreamer does not load whipsink from $GST_PLUGIN_DIR"
 echo "gstreamer: $(gst-launch-1.0 --version | sed -n 2p), webrtchttp $GST_WEBRTCHTTP_VERSION"
+
+# aiortc interop (tests/interop_aiortc.rs, and the aiortc viewer of the GStreamer cell): aiortc
+# and its dependencies from PyPI, pinned in tests/interop/aiortc-requirements.txt, in a venv.
+AIORTC_VENV="$INTEROP_DIR/aiortc-venv"
+if ! "$AIORTC_VENV/bin/python" -c 'import aiortc, av' >/dev/null 2>&1 \
+  || ! cmp -s tests/interop/aiortc-requirements.txt "$AIORTC_VENV/requirements.txt"; then
+  echo "aiortc: installing tests/interop/aiortc-requirements.txt into ${AIORTC_VENV#"$ROOT/"} (pip)"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
+  rm -rf "$AIORTC_VENV"
+  python3 -m venv "$AIORTC_VENV"
+  "$AIORTC_VENV/bin/pip" install -q --disable-pip-version-check -r tests/interop/aiortc-requirements.txt
+  cp tests/interop/aiortc-requirements.txt "$AIORTC_VENV/requirements.txt"
+fi
+export HAWKER_AIORTC_PYTHON="$AIORTC_VENV/bin/python"
+echo "aiortc:   $("$HAWKER_AIORTC_PYTHON" -c 'import aiortc, av; print("aiortc", aiortc.__version__, "PyAV", av.__version__)')"
 
 # ---------------------------------------------------------------------------------------------
 step "cargo fmt --check"

@@ -19,11 +19,11 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::server::{get_raw, sum_metric};
+use support::binary::{Hawker, Proc};
+use support::server::get_raw;
 use support::{MediaKind, Viewer, ViewerOpts};
 
 const IN_NETNS: &str = "HAWKER_TEST_IN_NETNS";
@@ -71,101 +71,6 @@ fn run_in_netns(test: &str) -> bool {
 extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
-}
-
-/// A `hawker serve` child process with its own data dir and config.
-struct Hawker {
-    child: Child,
-    dir: std::path::PathBuf,
-    http: String,
-    metrics: String,
-    config: std::path::PathBuf,
-}
-
-impl Hawker {
-    fn start(http_port: u16, metrics_port: u16) -> Hawker {
-        let dir = std::env::temp_dir().join(format!("hawker-gst-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("hawker.toml");
-        let mut f = std::fs::File::create(&config).unwrap();
-        writeln!(
-            f,
-            "data_dir = {data:?}\n\
-             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
-             [media]\nshards = 1\nbind_ip = \"{MEDIA_IP}\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
-            data = dir.join("data").display().to_string(),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join("hawker.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hawker"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("HAWKER_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("hawker starts");
-        Hawker {
-            child,
-            dir,
-            http: format!("http://127.0.0.1:{http_port}"),
-            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
-            config,
-        }
-    }
-
-    fn token(&self, show: &str, role: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_hawker"))
-            .args(["token", "--config"])
-            .arg(&self.config)
-            .args(["--show", show, "--role", role])
-            .output()
-            .expect("hawker token runs");
-        assert!(out.status.success(), "hawker token: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    async fn metric(&self, name: &str, filters: &[&str]) -> f64 {
-        sum_metric(&get_raw(&self.metrics).await.body, name, filters)
-    }
-
-    async fn wait_metric(&self, name: &str, filters: &[&str], pred: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let v = self.metric(name, filters).await;
-            if pred(v) || Instant::now() >= deadline {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("hawker.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Hawker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A child process killed when dropped, so a failing assertion leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `gst-launch-1.0 -e` publishing H.264 (x264, a keyframe every second) + Opus via whipsink.
@@ -230,7 +135,7 @@ fn gstreamer_whipsink_to_webrtc_rs_viewer() {
 
 async fn whipsink_cell() {
     support::init_logging();
-    let hawker = Hawker::start(18480, 19480);
+    let hawker = Hawker::start("gst", MEDIA_IP, 18480, 19480);
     let up = Instant::now();
     while get_raw_ok(&hawker.metrics).await.is_none() {
         assert!(
@@ -309,6 +214,29 @@ async fn whipsink_cell() {
         .collect();
     assert!(frames.len() >= 20, "{} distinct video frames", frames.len());
 
+    // aiortc (PyAV's H.264 decoder) watches the same stream and decodes it.
+    if support::aiortc::ready_or_skip() {
+        let report = support::aiortc::run_peer(
+            vec![
+                "view".into(),
+                format!("{}/whep/{show}", hawker.http),
+                "10".into(),
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+        eprintln!("aiortc viewer: {report}");
+        assert_eq!(report["status"], 201, "{report}");
+        assert!(
+            report["frames"].as_u64() >= Some(30),
+            "aiortc decodes whipsink's H.264: {report}"
+        );
+        assert_eq!(
+            (report["width"].as_u64(), report["height"].as_u64()),
+            (Some(320), Some(240))
+        );
+        assert_eq!(report["delete"], 200, "aiortc viewer DELETE: {report}");
+    }
     assert_eq!(viewer.close().await.unwrap(), 200, "viewer DELETE");
     interrupt(&mut gst).await;
     let left = hawker.wait_metric("hawker_peers", &[], |n| n == 0.0).await;
@@ -326,7 +254,15 @@ async fn whipsink_cell() {
             &["route=\"/whep/{show}/{session}\"", "status=\"200\""],
         )
         .await;
-    assert_eq!(deletes, 1.0, "the viewer ended its session with DELETE");
+    let viewers = if support::aiortc::aiortc_ready().is_ok() {
+        2.0
+    } else {
+        1.0
+    };
+    assert_eq!(
+        deletes, viewers,
+        "the viewers ended their sessions with DELETE"
+    );
 }
 
 extern "C" {

@@ -103,11 +103,8 @@ fn fill(path: &Path) -> u64 {
         }
     }
     // Whatever is left is smaller than a page: take it byte by byte.
-    loop {
-        match f.write(&chunk[..1]) {
-            Ok(1) => written += 1,
-            _ => break,
-        }
+    while let Ok(1) = f.write(&chunk[..1]) {
+        written += 1;
     }
     let _ = f.sync_all();
     written

@@ -46,6 +46,8 @@
 //! ```
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub mod aiortc;
+pub mod binary;
 pub mod payload;
 pub mod peer;
 mod publisher;

@@ -17,6 +17,7 @@ use crate::engine::simulcast::{order_rids, Quality, INITIAL_ESTIMATE_BPS, MAX_LA
 use crate::engine::{Error, PeerId, Role, ShowSpec};
 
 /// Build the peer for an offer, with its tracks set up, and the SDP answer.
+#[allow(clippy::too_many_arguments)] // the inputs of one accept, each used once
 pub(super) fn accept(
     now: Instant,
     announce: SocketAddr,
