@@ -19,6 +19,10 @@
 //                        framesDecoded rises again without any renegotiation
 //   viewer-first         viewer joins a show with no publisher; starts receiving once the
 //                        publisher goes live
+//   chromium-to-aiortc   an aiortc viewer (tests/interop/aiortc_peer.py) decodes the Chromium
+//                        publisher's stream, then DELETEs (200)
+//   aiortc-to-chromium   an aiortc publisher (VP8 320x240 + Opus) to a new show; a Chromium
+//                        viewer decodes it at 320x240; both DELETE (200)
 //   metrics              /metrics scraped, key counters printed and sanity-checked
 //   teardown             every session DELETEd (200), peers gauge back to 0
 //   shutdown             SIGTERM, hawker exits with status 0
@@ -422,6 +426,41 @@ async function scrape() {
 }
 
 // ------------------------------------------------------------------------------------------
+// aiortc, an independent WebRTC stack (tests/interop/aiortc_peer.py; scripts/test.sh installs it)
+// ------------------------------------------------------------------------------------------
+
+const AIORTC_PYTHON =
+  process.env.HAWKER_AIORTC_PYTHON || path.join(REPO, 'target', 'interop', 'aiortc-venv', 'bin', 'python');
+const aiortcReady = () =>
+  spawnSync(AIORTC_PYTHON, ['-c', 'import aiortc, av'], { stdio: 'ignore' }).status === 0;
+
+// Runs the aiortc peer with `args`; resolves to its JSON report (bounded by `ms`).
+function runAiortc(args, ms) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(AIORTC_PYTHON, [path.join(REPO, 'tests', 'interop', 'aiortc_peer.py'), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    proc.stdout.on('data', (d) => (out += d));
+    proc.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`aiortc ${args[0]} timed out after ${ms} ms; stderr: ${err.slice(-2000)}`));
+    }, ms);
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      const line = out.trim().split('\n').pop();
+      try {
+        resolve(JSON.parse(line));
+      } catch {
+        reject(new Error(`aiortc ${args[0]} exited ${code} without a report; stdout ${out} stderr ${err.slice(-2000)}`));
+      }
+    });
+  });
+}
+
+// ------------------------------------------------------------------------------------------
 // Checks
 // ------------------------------------------------------------------------------------------
 
@@ -569,6 +608,53 @@ async function main() {
     const r = await waitMedia(v3, idle, 'viewer-first');
     return r.summary;
   });
+
+  // Chromium and aiortc, both ways. Without aiortc installed the checks fail under CI and are
+  // skipped (with a line saying so) otherwise.
+  const withAiortc = aiortcReady();
+  if (!withAiortc && !process.env.CI) {
+    log(`SKIP chromium-to-aiortc, aiortc-to-chromium: no aiortc at ${AIORTC_PYTHON} (scripts/test.sh installs it)`);
+  } else {
+    await check(
+      'chromium-to-aiortc',
+      async () => {
+        assert(withAiortc, `no aiortc at ${AIORTC_PYTHON}`);
+        const r = await runAiortc(['view', whep(LIVE), '15'], 40000);
+        log(`  aiortc viewer: ${JSON.stringify(r)}`);
+        assert(r.status === 201, `WHEP answered ${r.status}`);
+        assert(r.frames >= FRAMES, `aiortc decoded ${r.frames} frames of Chromium's stream (need ${FRAMES})`);
+        assert(r.audio_frames >= 20, `aiortc decoded ${r.audio_frames} audio frames`);
+        assert(r.delete === 200, `aiortc's DELETE answered ${r.delete}`);
+        return `aiortc decoded ${r.frames} frames ${r.width}x${r.height}, first after ${r.first_frame_s} s`;
+      },
+      { requires: ['publisher-first'] },
+    );
+    await check('aiortc-to-chromium', async () => {
+      assert(withAiortc, `no aiortc at ${AIORTC_PYTHON}`);
+      const AIO = 'e2e-aiortc';
+      const token = hawkerToken(bin, h.cfgPath, AIO, 'publisher');
+      const live0 = metricSum((await scrape()).m, 'hawker_shows_live');
+      const publisher = runAiortc(['publish', whip(AIO), token, '12'], 45000);
+      // Watch once the show is live (aiortc's WHIP made it so).
+      const deadline = Date.now() + CONNECT_MS;
+      while (metricSum((await scrape()).m, 'hawker_shows_live') <= live0) {
+        assert(Date.now() < deadline, `the aiortc publisher did not make ${AIO} live within ${CONNECT_MS} ms`);
+        await sleep(200);
+      }
+      const v4 = await newPage('v4', staticBase);
+      await view(v4, whep(AIO));
+      const got = await waitMedia(v4, null, 'aiortc-to-chromium');
+      const w = got.stats.video;
+      assert(w.frameWidth === 320 && w.frameHeight === 240, `Chromium decodes aiortc's 320x240, got ${w.frameWidth}x${w.frameHeight}`);
+      const st = await v4.page.evaluate(() => window.e2e.hangUp());
+      assert(st === 200, `Chromium viewer's DELETE answered ${st}`);
+      const p = await publisher;
+      log(`  aiortc publisher: ${JSON.stringify(p)}`);
+      assert(p.status === 201 && p.connected === true, `aiortc publisher ${JSON.stringify(p)}`);
+      assert(p.delete === 200, `aiortc publisher's DELETE answered ${p.delete}`);
+      return got.summary;
+    });
+  }
 
   await check('metrics', async () => {
     const { text, m } = await scrape();
