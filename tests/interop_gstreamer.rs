@@ -1,6 +1,7 @@
 //! Interop with GStreamer's WebRTC stack against the real `hawker` binary: `whipsink`
-//! (gst-plugins-rs `webrtchttp`, on webrtcbin + libnice + OpenSSL) publishes H.264 + Opus,
-//! and a webrtc-rs viewer watches over WHEP.
+//! (gst-plugins-rs `webrtchttp`, on webrtcbin + libnice + OpenSSL) publishes H.264 + Opus (one
+//! cell) or VP8 + Opus (another), and a webrtc-rs viewer and an aiortc viewer (which decodes
+//! the video) watch over WHEP.
 //!
 //! webrtcbin presents a self-signed **RSA-2048** DTLS certificate, so this is the test that
 //! hawker's DTLS server accepts RSA client certificates (see `patches/README.md`). The cell
@@ -73,17 +74,27 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-/// `gst-launch-1.0 -e` publishing H.264 (x264, a keyframe every second) + Opus via whipsink.
+/// `gst-launch-1.0 -e` publishing H.264 (x264, a keyframe every second) or VP8 (libvpx, the
+/// same keyframe interval) + Opus via whipsink.
 ///
 /// x264's defaults are kept on purpose: every frame starts with an access-unit delimiter, so
 /// the keyframe's SPS/IDR arrives in the frame's second packet (the cell checks that hawker still
 /// sees the keyframes and serves viewers from its cache).
-fn whipsink(endpoint: &str, token: &str) -> Proc {
+fn whipsink(endpoint: &str, token: &str, codec: support::VideoCodec) -> Proc {
+    let video = match codec {
+        support::VideoCodec::H264 => {
+            "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=500 \
+             ! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 pt=102 \
+             ! application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000"
+        }
+        support::VideoCodec::Vp8 => {
+            "vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=500000 ! rtpvp8pay pt=96 \
+             ! application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
+        }
+    };
     let pipeline = format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
-         ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=500 \
-         ! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 pt=102 \
-         ! application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000 ! whip.sink_0 \
+         ! videoconvert ! {video} ! whip.sink_0 \
          audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! opusenc \
          ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! whip.sink_1 \
          whipsink name=whip whip-endpoint={endpoint} auth-token={token}"
@@ -110,15 +121,16 @@ async fn interrupt(Proc(child): &mut Proc) {
     let _ = child.wait();
 }
 
-#[test]
-fn gstreamer_whipsink_to_webrtc_rs_viewer() {
+/// Runs `cell` in a fresh network namespace (re-running this test binary there), or skips when
+/// GStreamer is missing outside CI.
+fn netns_cell(test: &str, codec: support::VideoCodec) {
     if std::env::var_os(IN_NETNS).is_some() {
         return tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap()
-            .block_on(whipsink_cell());
+            .block_on(whipsink_cell(codec));
     }
     if let Err(why) = gstreamer_ready() {
         if std::env::var_os("CI").is_some() {
@@ -128,12 +140,28 @@ fn gstreamer_whipsink_to_webrtc_rs_viewer() {
         return;
     }
     assert!(
-        run_in_netns("gstreamer_whipsink_to_webrtc_rs_viewer"),
+        run_in_netns(test),
         "the GStreamer cell failed inside its network namespace (output above)"
     );
 }
 
-async fn whipsink_cell() {
+#[test]
+fn gstreamer_whipsink_to_webrtc_rs_viewer() {
+    netns_cell(
+        "gstreamer_whipsink_to_webrtc_rs_viewer",
+        support::VideoCodec::H264,
+    );
+}
+
+#[test]
+fn gstreamer_whipsink_vp8_to_webrtc_rs_viewer() {
+    netns_cell(
+        "gstreamer_whipsink_vp8_to_webrtc_rs_viewer",
+        support::VideoCodec::Vp8,
+    );
+}
+
+async fn whipsink_cell(codec: support::VideoCodec) {
     support::init_logging();
     let hawker = Hawker::start("gst", MEDIA_IP, 18480, 19480);
     let up = Instant::now();
@@ -147,7 +175,7 @@ async fn whipsink_cell() {
     }
     let show = "gst";
     let token = hawker.token(show, "publisher");
-    let mut gst = whipsink(&format!("{}/whip/{show}", hawker.http), &token);
+    let mut gst = whipsink(&format!("{}/whip/{show}", hawker.http), &token, codec);
 
     let live = hawker
         .wait_metric("hawker_media_keyframes_in_total", &[], |n| n >= 2.0)
@@ -169,7 +197,7 @@ async fn whipsink_cell() {
         &format!("{}/whep/{show}", hawker.http),
         None,
         ViewerOpts {
-            video_codecs: vec![support::VideoCodec::H264],
+            video_codecs: vec![codec],
             ..ViewerOpts::default()
         },
     )
@@ -229,7 +257,7 @@ async fn whipsink_cell() {
         assert_eq!(report["status"], 201, "{report}");
         assert!(
             report["frames"].as_u64() >= Some(30),
-            "aiortc decodes whipsink's H.264: {report}"
+            "aiortc decodes whipsink's {codec:?}: {report}"
         );
         assert_eq!(
             (report["width"].as_u64(), report["height"].as_u64()),
