@@ -8,7 +8,7 @@
 //! (webrtc-rs) the stream from a keyframe on, the viewer's and the publisher's DELETE answer 200
 //! and end their sessions (`hawker_peers` back to 0):
 //! * aiortc (VP8 + Opus) → aiortc: at least 60 decoded frames of 320×240, and audio;
-//! * aiortc (VP8 + Opus) → webrtc-rs: the first video packet starts a keyframe, 30 frames;
+//! * aiortc (H.264 + Opus) → webrtc-rs: the first video packet starts a keyframe, 30 frames;
 //! * webrtc-rs (VP8, synthetic frames that no decoder accepts) → aiortc: packets received.
 
 mod support;
@@ -21,12 +21,18 @@ use support::binary::Hawker;
 use support::{MediaKind, Publisher, PublisherOpts, Viewer, ViewerOpts};
 
 /// Starts the aiortc publisher in the background; its report comes when it ends.
-fn spawn_publisher(hawker: &Hawker, show: &str, seconds: u32) -> tokio::task::JoinHandle<Value> {
+fn spawn_publisher(
+    hawker: &Hawker,
+    show: &str,
+    seconds: u32,
+    codec: &str,
+) -> tokio::task::JoinHandle<Value> {
     let args = vec![
         "publish".to_string(),
         format!("{}/whip/{show}", hawker.http),
         hawker.token(show, "publisher"),
         seconds.to_string(),
+        codec.to_string(),
     ];
     tokio::spawn(run_peer(args, Duration::from_secs(seconds as u64 + 30)))
 }
@@ -87,7 +93,7 @@ async fn aiortc_publisher_to_aiortc_viewer() {
     }
     support::init_logging();
     let hawker = start("aiortc-aa", 18610, 19610).await;
-    let publisher = spawn_publisher(&hawker, "aa", 12);
+    let publisher = spawn_publisher(&hawker, "aa", 12, "vp8");
     wait_live(&hawker).await;
     let viewer = run_peer(
         vec![
@@ -117,6 +123,7 @@ async fn aiortc_publisher_to_aiortc_viewer() {
     eprintln!("aiortc publisher: {publisher}");
     assert_eq!(publisher["status"], 201);
     assert_eq!(publisher["connected"], true);
+    assert_eq!(publisher["codec"], "VP8", "{publisher}");
     assert_eq!(publisher["delete"], 200, "publisher DELETE: {publisher}");
     all_gone(&hawker).await;
 }
@@ -128,12 +135,15 @@ async fn aiortc_publisher_to_webrtc_rs_viewer() {
     }
     support::init_logging();
     let hawker = start("aiortc-aw", 18620, 19620).await;
-    let publisher = spawn_publisher(&hawker, "aw", 8);
+    let publisher = spawn_publisher(&hawker, "aw", 8, "h264");
     wait_live(&hawker).await;
     let viewer = Viewer::connect(
         &format!("{}/whep/aw", hawker.http),
         None,
-        ViewerOpts::default(),
+        ViewerOpts {
+            video_codecs: vec![support::VideoCodec::H264],
+            ..ViewerOpts::default()
+        },
     )
     .await
     .expect("webrtc-rs viewer connects");
@@ -157,6 +167,7 @@ async fn aiortc_publisher_to_webrtc_rs_viewer() {
     );
     assert_eq!(viewer.close().await.unwrap(), 200, "viewer DELETE");
     let publisher = publisher.await.unwrap();
+    assert_eq!(publisher["codec"], "H264", "{publisher}");
     assert_eq!(publisher["delete"], 200, "publisher DELETE: {publisher}");
     all_gone(&hawker).await;
 }

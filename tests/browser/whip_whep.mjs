@@ -634,7 +634,7 @@ async function main() {
       const AIO = 'e2e-aiortc';
       const token = hawkerToken(bin, h.cfgPath, AIO, 'publisher');
       const live0 = metricSum((await scrape()).m, 'hawker_shows_live');
-      const publisher = runAiortc(['publish', whip(AIO), token, '12'], 45000);
+      const publisher = runAiortc(['publish', whip(AIO), token, '12', 'vp8'], 45000);
       // Watch once the show is live (aiortc's WHIP made it so).
       const deadline = Date.now() + CONNECT_MS;
       while (metricSum((await scrape()).m, 'hawker_shows_live') <= live0) {
@@ -650,7 +650,7 @@ async function main() {
       assert(st === 200, `Chromium viewer's DELETE answered ${st}`);
       const p = await publisher;
       log(`  aiortc publisher: ${JSON.stringify(p)}`);
-      assert(p.status === 201 && p.connected === true, `aiortc publisher ${JSON.stringify(p)}`);
+      assert(p.status === 201 && p.connected === true && p.codec === 'VP8', `aiortc publisher ${JSON.stringify(p)}`);
       assert(p.delete === 200, `aiortc publisher's DELETE answered ${p.delete}`);
       return got.summary;
     });

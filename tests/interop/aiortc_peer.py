@@ -1,6 +1,9 @@
 """An aiortc WHIP publisher or WHEP viewer, for hawker's interop cells (tests/interop_aiortc.rs).
 
-    aiortc_peer.py publish URL TOKEN SECONDS   VP8 + Opus via WHIP for SECONDS, then DELETE
+    aiortc_peer.py publish URL TOKEN SECONDS [vp8|h264]
+                                               video (VP8 by default, or H.264: libvpx or
+                                               libx264 through PyAV) + Opus via WHIP for
+                                               SECONDS, then DELETE
     aiortc_peer.py view URL SECONDS            WHEP, decode video for up to SECONDS, then DELETE
 
 Prints one JSON line with what happened (HTTP statuses, frames decoded, frame size, seconds to
@@ -28,6 +31,7 @@ from aiortc import (
     VideoStreamTrack,
 )
 from aiortc.mediastreams import AudioStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
 from av import VideoFrame
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
@@ -80,9 +84,14 @@ async def negotiate(pc, url, token):
     return status, urllib.parse.urljoin(url, location)
 
 
-async def publish(url, token, seconds):
+async def publish(url, token, seconds, codec):
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver(Moving(), direction="sendonly")
+    video = pc.addTransceiver(Moving(), direction="sendonly")
+    want = {"vp8": "video/VP8", "h264": "video/H264"}[codec]
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    video.setCodecPreferences(
+        [c for c in caps if c.mimeType == want] + [c for c in caps if c.mimeType == "video/rtx"]
+    )
     pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
     out = {"role": "publisher"}
     out["status"], session = await negotiate(pc, url, token)
@@ -91,6 +100,11 @@ async def publish(url, token, seconds):
         while pc.connectionState != "connected" and time.monotonic() - t0 < 10:
             await asyncio.sleep(0.05)
         out["connected"] = pc.connectionState == "connected"
+        out["codec"] = next(
+            (line.split()[1].split("/")[0] for line in pc.remoteDescription.sdp.splitlines()
+             if line.startswith("a=rtpmap:") and "/90000" in line and "rtx" not in line.lower()),
+            None,
+        )
         await asyncio.sleep(seconds)
         loop = asyncio.get_running_loop()
         out["delete"], _, _ = await loop.run_in_executor(None, http, "DELETE", session, None, token)
@@ -147,11 +161,12 @@ async def view(url, seconds):
 def main():
     mode = sys.argv[1]
     if mode == "publish":
-        out = asyncio.run(publish(sys.argv[2], sys.argv[3], float(sys.argv[4])))
+        codec = sys.argv[5] if len(sys.argv) > 5 else "vp8"
+        out = asyncio.run(publish(sys.argv[2], sys.argv[3], float(sys.argv[4]), codec))
     elif mode == "view":
         out = asyncio.run(view(sys.argv[2], float(sys.argv[3])))
     else:
-        raise SystemExit("usage: aiortc_peer.py publish URL TOKEN SECONDS | view URL SECONDS")
+        raise SystemExit("usage: aiortc_peer.py publish URL TOKEN SECONDS [vp8|h264] | view URL SECONDS")
     print(json.dumps(out), flush=True)
 
 

@@ -48,6 +48,7 @@
 
 pub mod aiortc;
 pub mod binary;
+pub mod chromium;
 pub mod payload;
 pub mod peer;
 mod publisher;
