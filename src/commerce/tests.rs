@@ -55,6 +55,7 @@ fn req(show: &str, sku: &str, qty: u32, viewer: &str, request_id: &str) -> Order
         request_id: request_id.into(),
         rtp_ts: Some(90_000),
         highlight_id: Some("h1".into()),
+        replay_at_ms: None,
     }
 }
 
