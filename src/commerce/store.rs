@@ -62,7 +62,7 @@ const ORDER_ID_BYTES: usize = 10;
 /// Upper bound on one `orders_after` page.
 pub const MAX_PAGE: usize = 1000;
 
-const SCHEMA: &str = r#"
+pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS shows (
     id            TEXT PRIMARY KEY,
     title         TEXT NOT NULL,
@@ -1378,24 +1378,39 @@ fn migrate(conn: &Connection) -> Result<()> {
         }
         // 1 → 2: webhook rows can be given up (dead letters).
         // 2 → 3: orders placed during a replay keep the moment.
+        // Each column is added when missing, so a partly migrated file is fine too.
         1 | 2 => {
-            let dead_at = if version == 1 {
-                "ALTER TABLE outbox ADD COLUMN dead_at INTEGER;"
-            } else {
-                ""
-            };
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {dead_at}
-                 ALTER TABLE orders ADD COLUMN replay_at_ms INTEGER;
-                 PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
-            Ok(())
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let done = (|| -> Result<()> {
+                add_column(conn, "outbox", "dead_at", "INTEGER")?;
+                add_column(conn, "orders", "replay_at_ms", "INTEGER")?;
+                conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+                Ok(())
+            })();
+            match done {
+                Ok(()) => conn.execute_batch("COMMIT")?,
+                Err(_) => conn.execute_batch("ROLLBACK")?,
+            }
+            done
         }
         SCHEMA_VERSION => Ok(()),
         v => Err(Error::Internal(format!(
             "database schema version {v} is newer than this hawker ({SCHEMA_VERSION})"
         ))),
     }
+}
+
+/// `ALTER TABLE table ADD COLUMN column decl`, unless the column exists.
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<()> {
+    let has: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 fn load_mirror(conn: &Connection) -> Result<Mirror> {
