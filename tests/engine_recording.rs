@@ -187,7 +187,7 @@ fn simulcast_records_audio_and_the_top_layer() {
 
 /// A VP8 packet of a replay: frame `n`, a keyframe every 30 frames, two packets a frame.
 fn replay_packet(show: &Arc<str>, n: u64, part: u64, at: std::time::Instant) -> Arc<MediaPacket> {
-    let key = n % 30 == 0;
+    let key = n.is_multiple_of(30);
     let mut payload = vec![if part == 0 { 0x10 } else { 0x00 }];
     payload.extend_from_slice(if key {
         &[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]

@@ -39,7 +39,7 @@ fn write_recording(app: &App) {
     let mut f = file::Files::open(&dir).unwrap();
     let mut buf = Vec::new();
     for n in 0..90u64 {
-        let key = n % 30 == 0;
+        let key = n.is_multiple_of(30);
         for part in 0..40u64 {
             buf.clear();
             let mut payload = vec![if part == 0 { 0x10 } else { 0 }];
