@@ -92,6 +92,7 @@ fn storm(store: &Store) -> Duration {
                 request_id: n.to_string(),
                 rtp_ts: Some(n as u32),
                 highlight_id: None,
+                replay_at_ms: None,
             })
         })
         .collect();

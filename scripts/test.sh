@@ -14,7 +14,7 @@
 #      the aiortc cells, tests/interop_aiortc.rs)
 #   5. platform end-to-end: the generated client, examples/viewer and the example webhook
 #      receivers (Node and Python) against target/release/hawker
-#   6. the real-browser WHIP/WHEP and shop tests (tests/browser*.rs -> tests/browser/*.mjs)
+#   6. the real-browser WHIP/WHEP, shop and replay tests (tests/browser*.rs -> tests/browser/*.mjs)
 #   7. the shard-fault and crash-point tests (engine_faults, crash_points), built with the
 #      test-only `fault-injection` feature
 #   8. each fuzz target for 20 s when a nightly toolchain is present (cargo-fuzz 0.13.2)
@@ -220,7 +220,7 @@ tests/platform/sdk_package.sh "$SITE_DIR"
 
 # ---------------------------------------------------------------------------------------------
 step "cargo test --release (all but the browser tests)"
-cargo test --release --locked -- --skip browser_whip_whep_e2e --skip browser_frame_sync_and_shop
+cargo test --release --locked -- --skip browser_whip_whep_e2e --skip browser_frame_sync_and_shop --skip browser_replay
 
 # ---------------------------------------------------------------------------------------------
 step "platform e2e: generated client + examples/viewer + webhook receivers vs target/release/hawker"
@@ -235,6 +235,10 @@ cargo test --release --locked --test browser -- --nocapture
 # ---------------------------------------------------------------------------------------------
 step "browser test: cargo test --release --test browser_shop (studio + viewer pages, frame sync, buying)"
 cargo test --release --locked --test browser_shop -- --nocapture
+
+# ---------------------------------------------------------------------------------------------
+step "browser test: cargo test --release --test browser_replay (live, then the replay frame-exact, seek; ~1 min)"
+cargo test --release --locked --test browser_replay -- --nocapture
 
 # ---------------------------------------------------------------------------------------------
 # Last: it builds the crate a second time with test-only fault hooks (engine::shard::Fault),

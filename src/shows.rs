@@ -59,6 +59,7 @@ impl Show {
             video_codecs: self.video_codecs.clone(),
             clock: self.clock.clone(),
             record: self.recording.load(Ordering::Relaxed),
+            replay: false,
         }
     }
 

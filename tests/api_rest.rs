@@ -119,6 +119,7 @@ fn order(show: &str, sku: &str, viewer: &str, request_id: &str) -> OrderRequest 
         request_id: request_id.into(),
         rtp_ts: Some(u32::MAX - 10),
         highlight_id: Some("h-1".into()),
+        replay_at_ms: None,
     }
 }
 

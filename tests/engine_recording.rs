@@ -8,11 +8,24 @@
 //!   each sequence number once per track, in order, the first video one a keyframe start, and
 //!   only layer 0 (the recorded layer).
 //! * `unrecorded_show_queues_nothing`.
+//! * `simulcast_records_audio_and_the_top_layer`: a 3-layer VP8 publisher (rids `q`, `h`, `f`):
+//!   every audio packet is recorded, and the video is the top layer (2) from its first
+//!   keyframe on; the recording may open on a lower layer until then, moves up only at a
+//!   keyframe and never down; read back ([`file::one_layer`]) it is one layer 0 with
+//!   sequence numbers that follow on across the switch.
+//! * `replay_keyframe_wishes_stay_on_the_viewers_shard`: a replay viewer (a show fed with
+//!   `Msg::Media`, as the replay feeder does) asking for keyframes at join and with PLIs every
+//!   100 ms sends no keyframe wish to any other shard, and still plays what it is fed.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hawker::engine::forwarder::Track;
+use std::sync::Arc;
+
+use hawker::codec::Codec;
+use hawker::engine::forwarder::{self, Track};
+use hawker::engine::{MediaPacket, Msg};
+use hawker::recording::file;
 use hawker::sim::{Config, Link, Publish, Sim};
 
 const SHOW: &str = "rec";
@@ -95,4 +108,140 @@ fn unrecorded_show_queues_nothing() {
     let sim = run(false);
     assert!(sim.recorded.is_empty());
     assert!(sim.peers()[1].video().count() > 30, "the show still plays");
+}
+
+#[test]
+fn simulcast_records_audio_and_the_top_layer() {
+    let mut sim = Sim::new(Config {
+        shards: 2,
+        seed: 11,
+        record: true,
+        ..Config::default()
+    });
+    let publisher = sim
+        .publish(
+            SHOW,
+            Publish {
+                codec: Codec::Vp8,
+                simulcast: vec![150, 500, 1500],
+                gop: Some(Duration::from_secs(1)),
+                ..Publish::default()
+            },
+            Link::with_delay(DELAY),
+        )
+        .expect("simulcast publisher");
+    sim.view(SHOW, Some(1), Link::with_delay(DELAY))
+        .expect("viewer");
+    sim.run_for(Duration::from_secs(4));
+    let rec = &sim.recorded;
+    let sent_audio = sim.peer(publisher).sent.1;
+    let audio = rec.iter().filter(|p| p.pkt.track == Track::Audio).count() as u64;
+    assert!(
+        audio + 10 >= sent_audio && audio > 150,
+        "{audio} of {sent_audio} audio packets recorded"
+    );
+    let video: Vec<&Arc<MediaPacket>> =
+        rec.iter().filter(|p| p.pkt.track == Track::Video).collect();
+    assert!(video.len() > 200, "only {} video packets", video.len());
+    assert!(video[0].pkt.keyframe_start, "starts on a keyframe");
+    for w in video.windows(2) {
+        if w[1].pkt.layer != w[0].pkt.layer {
+            assert!(
+                w[1].pkt.layer > w[0].pkt.layer,
+                "the recording went down from layer {} to {}",
+                w[0].pkt.layer,
+                w[1].pkt.layer
+            );
+            assert!(w[1].pkt.keyframe_start, "a layer switch not at a keyframe");
+        }
+    }
+    let top = video.iter().filter(|p| p.pkt.layer == 2).count();
+    assert!(
+        video.last().unwrap().pkt.layer == 2 && top * 10 >= video.len() * 8,
+        "{top} of {} video packets on the top layer",
+        video.len()
+    );
+
+    // Read back as one layer: the numbering follows on across the switch.
+    let mut pkts: Vec<file::Packet> = video
+        .iter()
+        .map(|p| file::Packet {
+            track: p.pkt.track,
+            codec: p.pkt.codec,
+            seq: p.pkt.seq,
+            ts: p.pkt.ts,
+            marker: p.pkt.marker,
+            keyframe_start: p.pkt.keyframe_start,
+            layer: p.pkt.layer,
+            at_us: 0,
+            payload: Vec::new(),
+        })
+        .collect();
+    file::one_layer(&mut pkts);
+    assert!(pkts.iter().all(|p| p.layer == 0));
+    assert!(
+        pkts.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "one contiguous numbering"
+    );
+}
+
+/// A VP8 packet of a replay: frame `n`, a keyframe every 30 frames, two packets a frame.
+fn replay_packet(show: &Arc<str>, n: u64, part: u64, at: std::time::Instant) -> Arc<MediaPacket> {
+    let key = n.is_multiple_of(30);
+    let mut payload = vec![if part == 0 { 0x10 } else { 0x00 }];
+    payload.extend_from_slice(if key {
+        &[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]
+    } else {
+        &[0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]
+    });
+    payload.resize(600, 0);
+    Arc::new(MediaPacket {
+        show: show.clone(),
+        pkt: forwarder::Packet {
+            track: Track::Video,
+            codec: Codec::Vp8,
+            seq: 100 + n * 2 + part,
+            ts: 90_000 + (n * 3000) as u32,
+            marker: part == 1,
+            keyframe_start: key && part == 0,
+            layer: 0,
+            vp8: None,
+        },
+        payload: payload.into(),
+        arrival: at,
+        vp8: None,
+    })
+}
+
+#[test]
+fn replay_keyframe_wishes_stay_on_the_viewers_shard() {
+    let mut sim = Sim::new(Config {
+        shards: 2,
+        seed: 3,
+        ..Config::default()
+    });
+    let show: Arc<str> = Arc::from("rec~replay-1");
+    let v = sim
+        .view_replay(&show, Some(1), Link::with_delay(DELAY))
+        .expect("replay viewer");
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| s.connected_event(v).is_some()),
+        "connects"
+    );
+    sim.send_plis(v, Duration::from_millis(100));
+    // Past the settle delay: the viewer's first wish for a keyframe has been made.
+    sim.run_for(Duration::from_millis(200));
+    for n in 0..90 {
+        let now = sim.now();
+        for part in 0..2 {
+            sim.send(1, Msg::Media(replay_packet(&show, n, part, now)));
+        }
+        sim.run_for(Duration::from_millis(33));
+    }
+    assert_eq!(
+        sim.keyframe_wishes, 0,
+        "a replay viewer's keyframe wishes went to other shards"
+    );
+    let got = sim.peer(v).video().count();
+    assert!(got > 100, "the replay viewer got {got} video packets");
 }

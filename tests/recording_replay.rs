@@ -8,6 +8,10 @@
 //!   paced like the original (the span of arrival within 15 % of the live span), and each
 //!   highlight with the same `rtp_ts`, naming the same frame number as live (so the SDK shows
 //!   the card on the same frame), delivered while the replay is within 10 frames of it.
+//! * buying during the replay (after the show ended, the lamp repriced and restocked): the
+//!   order is confirmed at the current price, takes the current stock, and records that it
+//!   came from the replay and where (`replay_at_ms` from the recording's first keyframe to the
+//!   frame the buy names, and that frame's `rtp_ts`), and its card is the one on screen.
 //! * seek `t=1.5`: the first frame is the keyframe at 1.0 s (frame 30), the greeting snapshot
 //!   shows the product on screen at that moment (the first highlight), and the second
 //!   highlight follows.
@@ -170,6 +174,15 @@ async fn replay_shows_each_card_on_its_live_frame() {
         400,
         "seek past the end"
     );
+    // The catalog after the show: a new price and stock apply to replay buys.
+    let s = api(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/shows/{SHOW}/products/lamp"),
+        json!({"title": "lamp", "price": 1500, "currency": "USD", "stock": 7}),
+    )
+    .await;
+    assert_eq!(s, 200);
 
     // Replay from the start.
     let replay = Viewer::connect(
@@ -205,6 +218,68 @@ async fn replay_shows_each_card_on_its_live_frame() {
     let log = replay.log();
     let hl = highlights(&log.messages);
     assert_eq!(hl.len(), 2, "{:?}", log.messages);
+
+    // A buy from the replay, naming the frame 10 frames after the lamp's card.
+    let lamp_ts = (hl[0]["rtp_ts"].as_u64().unwrap() as u32).wrapping_add(30_000);
+    replay
+        .send_text(
+            &json!({"type": "buy", "request_id": "replay-buy-1", "sku": "lamp", "qty": 2,
+                    "rtp_ts": lamp_ts})
+            .to_string(),
+        )
+        .await
+        .expect("buy sent");
+    replay
+        .wait_for(
+            |log| log.messages.iter().any(|m| m.contains("replay-buy-1")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("order answer");
+    let answer: Value = replay
+        .log()
+        .messages
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(m).ok())
+        .find(|v| v["request_id"] == "replay-buy-1")
+        .unwrap();
+    assert_eq!(answer["status"], "confirmed", "{answer}");
+    let admin = server.token("*", Role::Admin, "platform");
+    let orders: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/shows/{SHOW}/orders", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let order = orders["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["request_id"] == "replay-buy-1")
+        .unwrap_or_else(|| panic!("order listed: {orders}"));
+    assert_eq!(order["unit_price"], 1500, "the current price: {order}");
+    assert_eq!(order["rtp_ts"], lamp_ts, "{order}");
+    assert_eq!(order["highlight_id"], hl[0]["highlight_id"], "{order}");
+    let origin = log.video[0].timestamp;
+    let want_ms = (lamp_ts.wrapping_sub(origin) as f64 / 90.0).round() as i64;
+    let got_ms = order["replay_at_ms"].as_i64().expect("replay_at_ms");
+    assert!(
+        (got_ms - want_ms).abs() <= 1,
+        "replay_at_ms {got_ms}, the frame is {want_ms} ms into the recording"
+    );
+    let product: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/shows/{SHOW}/products/lamp", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(product["stock"], 5, "the current stock, less 2: {product}");
     assert!(log.video[0].keyframe, "the replay starts on a keyframe");
     for (i, h) in hl.iter().enumerate() {
         assert_eq!(

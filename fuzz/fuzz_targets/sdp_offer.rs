@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
         video_codecs: codecs,
         clock: Arc::new(Clock::default()),
         record: true,
+        replay: false,
     };
     core.handle_msg(
         now,

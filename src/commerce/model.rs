@@ -126,6 +126,11 @@ pub struct OrderRequest {
     /// The highlight (product card) the viewer bought from, if any.
     #[serde(default)]
     pub highlight_id: Option<String>,
+    /// Set by the server when the buy came from a replay of the show: milliseconds from the
+    /// start of the recording's video (`rtp_ts` is then that frame). A replay order is taken
+    /// whatever the show's state, against the current catalog.
+    #[serde(default)]
+    pub replay_at_ms: Option<i64>,
 }
 
 /// Outcome of an order attempt.
@@ -190,6 +195,9 @@ pub struct Order {
     pub currency: String,
     pub rtp_ts: Option<u32>,
     pub highlight_id: Option<String>,
+    /// Present when the order came from a replay: milliseconds from the start of the
+    /// recording's video.
+    pub replay_at_ms: Option<i64>,
     pub created_at: i64,
 }
 

@@ -53,7 +53,7 @@ use super::{
 };
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Random bytes in a generated show id (hex-encoded: 16 characters).
 const SHOW_ID_BYTES: usize = 8;
@@ -62,7 +62,7 @@ const ORDER_ID_BYTES: usize = 10;
 /// Upper bound on one `orders_after` page.
 pub const MAX_PAGE: usize = 1000;
 
-const SCHEMA: &str = r#"
+pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS shows (
     id            TEXT PRIMARY KEY,
     title         TEXT NOT NULL,
@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS orders (
     rtp_ts        INTEGER,
     highlight_id  TEXT,
     created_at    INTEGER NOT NULL,
+    replay_at_ms  INTEGER,
     UNIQUE (show_id, viewer, request_id)
 ) STRICT;
 
@@ -1008,7 +1009,8 @@ fn apply_order(
             Some("unknown show".into()),
         ));
     };
-    if state != ShowState::Live.as_str() {
+    // A replay sells whatever the show's state: its viewers buy from the current catalog.
+    if state != ShowState::Live.as_str() && req.replay_at_ms.is_none() {
         let reason = format!("show is {state}, not live");
         record(
             conn,
@@ -1056,6 +1058,7 @@ fn apply_order(
             "request_id": req.request_id,
             "rtp_ts": req.rtp_ts,
             "highlight_id": req.highlight_id,
+            "replay_at_ms": req.replay_at_ms,
             "created_at": now,
         });
         enqueue(conn, effects, Event::OrderCreated, &body.to_string(), now)?;
@@ -1100,8 +1103,9 @@ fn record(
 ) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO orders (order_id, show_id, sku, qty, viewer, request_id, status, reason,
-                             unit_price, currency, rtp_ts, highlight_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                             unit_price, currency, rtp_ts, highlight_id, created_at,
+                             replay_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         order_id,
@@ -1117,6 +1121,7 @@ fn record(
         req.rtp_ts,
         req.highlight_id,
         now,
+        req.replay_at_ms,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -1269,7 +1274,7 @@ const SHOW_COLUMNS: &str =
     "id, title, scheduled_at, video_codecs, state, created_at, started_at, ended_at, peak_viewers";
 const PRODUCT_COLUMNS: &str = "show_id, sku, title, price, currency, image_url, stock";
 const ORDER_COLUMNS: &str = "seq, order_id, show_id, sku, qty, viewer, request_id, status, \
-     unit_price, currency, rtp_ts, highlight_id, created_at";
+     unit_price, currency, rtp_ts, highlight_id, created_at, replay_at_ms";
 
 fn conversion(idx: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
@@ -1323,6 +1328,7 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<Order> {
         rtp_ts: r.get(10)?,
         highlight_id: r.get(11)?,
         created_at: r.get(12)?,
+        replay_at_ms: r.get(13)?,
     })
 }
 
@@ -1371,18 +1377,40 @@ fn migrate(conn: &Connection) -> Result<()> {
             Ok(())
         }
         // 1 → 2: webhook rows can be given up (dead letters).
-        1 => {
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; ALTER TABLE outbox ADD COLUMN dead_at INTEGER;
-                 PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
-            Ok(())
+        // 2 → 3: orders placed during a replay keep the moment.
+        // Each column is added when missing, so a partly migrated file is fine too.
+        1 | 2 => {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let done = (|| -> Result<()> {
+                add_column(conn, "outbox", "dead_at", "INTEGER")?;
+                add_column(conn, "orders", "replay_at_ms", "INTEGER")?;
+                conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+                Ok(())
+            })();
+            match done {
+                Ok(()) => conn.execute_batch("COMMIT")?,
+                Err(_) => conn.execute_batch("ROLLBACK")?,
+            }
+            done
         }
         SCHEMA_VERSION => Ok(()),
         v => Err(Error::Internal(format!(
             "database schema version {v} is newer than this hawker ({SCHEMA_VERSION})"
         ))),
     }
+}
+
+/// `ALTER TABLE table ADD COLUMN column decl`, unless the column exists.
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<()> {
+    let has: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 fn load_mirror(conn: &Connection) -> Result<Mirror> {
@@ -1423,6 +1451,7 @@ mod tests {
             request_id: "r".into(),
             rtp_ts: None,
             highlight_id: None,
+            replay_at_ms: None,
         };
         assert!(validate_order(&req, 10).is_ok());
         assert!(validate_order(

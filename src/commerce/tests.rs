@@ -55,6 +55,7 @@ fn req(show: &str, sku: &str, qty: u32, viewer: &str, request_id: &str) -> Order
         request_id: request_id.into(),
         rtp_ts: Some(90_000),
         highlight_id: Some("h1".into()),
+        replay_at_ms: None,
     }
 }
 
@@ -1141,4 +1142,78 @@ async fn a_version_1_database_gains_the_dead_letter_column() {
     let store = Store::open(dir.db()).unwrap();
     assert_eq!(store.outbox_dead().await.unwrap(), 0);
     assert_eq!(store.outbox_pending().await.unwrap(), pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_show_sells_from_its_replay_only() {
+    let dir = TempDir::new();
+    let store = Store::open(dir.db()).unwrap();
+    live_show(&store, "s1", &[("a", 5)]).await;
+    store.set_show_state("s1", ShowState::Ended).await.unwrap();
+    store
+        .upsert_product(
+            "s1",
+            ProductSpec {
+                price: 2500,
+                ..spec("a", 4)
+            },
+        )
+        .await
+        .unwrap();
+
+    let live = store
+        .place_order(req("s1", "a", 1, "v", "r1"))
+        .await
+        .unwrap();
+    assert_eq!(live.status, OrderStatus::Rejected, "{live:?}");
+    let replay = store
+        .place_order(OrderRequest {
+            replay_at_ms: Some(12_345),
+            ..req("s1", "a", 1, "v", "r2")
+        })
+        .await
+        .unwrap();
+    assert_eq!(replay.status, OrderStatus::Confirmed, "{replay:?}");
+    assert_eq!(store.stock("s1", "a"), Some(3), "the current stock");
+
+    let orders = all_orders(&store, "s1").await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].replay_at_ms, Some(12_345));
+    assert_eq!(orders[0].unit_price, 2500, "the current price");
+    let json = serde_json::to_value(&orders[0]).unwrap();
+    assert_eq!(json["replay_at_ms"], 12_345);
+    let body: String = store
+        .read_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT body FROM outbox WHERE event = 'order.created'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["replay_at_ms"], 12_345);
+    assert_eq!(body["rtp_ts"], 90_000);
+}
+
+#[test]
+fn a_version_2_database_gains_the_replay_column() {
+    let dir = TempDir::new();
+    {
+        let c = rusqlite::Connection::open(dir.db()).unwrap();
+        let v2 = super::store::SCHEMA.replace("    replay_at_ms  INTEGER,\n", "");
+        c.execute_batch(&format!("{v2} PRAGMA user_version = 2;"))
+            .unwrap();
+    }
+    let store = Store::open(dir.db()).unwrap();
+    let has: i64 = store
+        .read_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('orders') WHERE name = 'replay_at_ms'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(has, 1);
 }

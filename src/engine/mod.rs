@@ -147,6 +147,10 @@ pub struct ShowSpec {
     /// Whether the home shard queues the show's packets for the recorder
     /// ([`shard::Core::recorded`]); read when a publisher session starts.
     pub record: bool,
+    /// A replay: the control plane feeds its packets (`Msg::Media`) and no publisher exists,
+    /// so its viewers' keyframe wishes go nowhere (the replay starts on a keyframe and carries
+    /// the recorded ones).
+    pub replay: bool,
 }
 
 /// A publisher packet in the show's numbering, shared by every shard.
@@ -348,7 +352,6 @@ impl Engine {
                 connect_timeout: cfg.media.connect_timeout,
                 max_peers: cfg.media.max_peers_per_shard,
                 keyframe_cache_age: cfg.media.keyframe_cache_max_age,
-                record_layer: 0,
             };
             let core = shard::Core::new(
                 Instant::now(),

@@ -341,15 +341,12 @@ pub async fn whep_post(
             ip: client_ip(&client),
         },
     )?;
+    // From here until the answer is out, a failure or a cancelled request (the client gave up
+    // while a replay was being read, or while the shard answered) releases the session, its
+    // caps, any replay state and the engine's peer.
+    let guard = Pending::new(&app, shard, peer);
     let spec = if query.replay {
-        match replay_spec(&app, &show, peer, shard, query.t.unwrap_or(0.0)).await {
-            Ok(spec) => spec,
-            Err(e) => {
-                // Releases the session (and its caps) and any replay state.
-                app.session_gone(peer);
-                return Err(e);
-            }
-        }
+        replay_spec(&app, &show, peer, shard, query.t.unwrap_or(0.0)).await?
     } else {
         show.spec()
     };
@@ -359,6 +356,7 @@ pub async fn whep_post(
         .await
     {
         Ok(answer) => {
+            guard.keep();
             app.metrics
                 .signalling_seconds
                 .with_label_values(&["whep"])
@@ -375,9 +373,46 @@ pub async fn whep_post(
             }
             Ok(resp)
         }
-        Err(e) => {
-            app.session_gone(peer);
-            Err(e.into())
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A viewer session being set up: dropped before [`Pending::keep`], it frees the session
+/// (`App::session_gone`: caps, replay state, gauges) and removes the peer from its shard in
+/// case the offer already reached it. Request handlers are dropped at any `await` when the
+/// client goes away, so a plain cleanup on the error path is not enough.
+struct Pending {
+    app: Option<Arc<App>>,
+    shard: usize,
+    peer: crate::engine::PeerId,
+}
+
+impl Pending {
+    fn new(app: &Arc<App>, shard: usize, peer: crate::engine::PeerId) -> Pending {
+        Pending {
+            app: Some(app.clone()),
+            shard,
+            peer,
+        }
+    }
+
+    /// The session is answered: the engine's `Gone` event ends it from now on.
+    fn keep(mut self) {
+        self.app = None;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(app) = self.app.take() else {
+            return;
+        };
+        app.session_gone(self.peer);
+        let (shard, peer) = (self.shard, self.peer);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                app.engine.remove_peer(shard, peer).await;
+            });
         }
     }
 }
@@ -423,17 +458,11 @@ async fn replay_spec(
         other => ApiError::Unprocessable(other.to_string()),
     })?;
     let live = crate::live::snapshot(app, &show.id).await;
-    let greeting = replay::snapshot(&live, plan.start, plan.duration, plan.highlight.as_ref());
+    let greeting = replay::snapshot(&live, &plan);
     let engine_show: Arc<str> = Arc::from(format!("{}~replay-{peer}", show.id));
     app.replays.insert(
         peer,
-        replay::Session {
-            engine_show: engine_show.clone(),
-            shard,
-            greeting,
-            plan: parking_lot::Mutex::new(Some(plan)),
-            task: parking_lot::Mutex::new(None),
-        },
+        replay::Session::new(engine_show.clone(), shard, greeting, plan),
     );
     app.metrics.replay_viewers.inc();
     Ok(crate::engine::ShowSpec {
@@ -441,6 +470,7 @@ async fn replay_spec(
         video_codecs: vec![codec],
         clock: Default::default(),
         record: false,
+        replay: true,
     })
 }
 

@@ -376,6 +376,8 @@ async fn catalog_json(
             "live": on_air,
             "viewers": reg.as_ref().map(|s| s.viewers.load(Ordering::Relaxed)).unwrap_or(0),
             "scheduled_at": stored.as_ref().and_then(|s| s.scheduled_at),
+            // Off air with a recording: the viewer page offers the replay.
+            "replay": !on_air && app.recordings.has_media(&show),
         },
         "products": products.iter().map(|p| json!({
             "sku": p.sku, "title": p.title, "price": p.price, "currency": p.currency,

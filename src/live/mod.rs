@@ -304,18 +304,23 @@ async fn buy(app: &App, s: &Session, b: protocol::Buy) {
             ),
         );
     }
-    let highlight_id = b
-        .highlight_id
-        .clone()
-        .or_else(|| app.live.highlight(&s.show.id).map(|h| h.id));
+    // A replay viewer buys from the current catalog at a moment of the recording: the order
+    // keeps that moment, and its default card is the one on the replay's screen.
+    let replay = app.replays.get(s.peer);
+    let moment = replay.as_ref().map(|r| r.moment(b.rtp_ts));
+    let highlight_id = b.highlight_id.clone().or_else(|| match (&replay, moment) {
+        (Some(r), Some(m)) => r.highlight_at(m),
+        _ => app.live.highlight(&s.show.id).map(|h| h.id),
+    });
     let req = OrderRequest {
         show: s.show.id.to_string(),
         sku: b.sku.clone(),
         qty: b.qty as u32,
         viewer: s.sub.clone(),
         request_id: b.request_id.clone(),
-        rtp_ts: b.rtp_ts,
+        rtp_ts: moment.map_or(b.rtp_ts, |m| Some(m.rtp_ts)),
         highlight_id: highlight_id.clone(),
+        replay_at_ms: moment.map(|m| (m.at * 1000.0).round() as i64),
     };
     let result = app.store.place_order(req).await;
     let res = match result {

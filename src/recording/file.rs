@@ -153,7 +153,34 @@ fn decode(body: &[u8]) -> Option<Packet> {
 }
 
 /// Every whole media record of a recording, in order; a torn or garbled tail ends the list.
+/// The video is returned as one layer 0 in one sequence space ([`one_layer`]).
 pub fn read_media(path: &Path) -> std::io::Result<Vec<Packet>> {
+    let mut out = read_records(path)?;
+    one_layer(&mut out);
+    Ok(out)
+}
+
+/// A simulcast recording moves to a higher layer at one of its keyframes, and each layer has
+/// its own sequence numbers: renumber each run of a layer to follow the previous run's last
+/// number, and call it all layer 0, as a replay viewer and an exported file see it.
+pub fn one_layer(pkts: &mut [Packet]) {
+    let mut run: Option<u8> = None;
+    let mut offset: i64 = 0;
+    let mut last: Option<u64> = None;
+    for p in pkts.iter_mut().filter(|p| p.track == Track::Video) {
+        if run != Some(p.layer) {
+            if let (Some(_), Some(l)) = (run, last) {
+                offset = (l as i64 + 1).wrapping_sub(p.seq as i64);
+            }
+            run = Some(p.layer);
+        }
+        p.seq = (p.seq as i64).wrapping_add(offset) as u64;
+        last = Some(last.map_or(p.seq, |l| l.max(p.seq)));
+        p.layer = 0;
+    }
+}
+
+fn read_records(path: &Path) -> std::io::Result<Vec<Packet>> {
     let mut r = BufReader::new(File::open(path)?);
     let mut magic = [0u8; 8];
     if r.read_exact(&mut magic).is_err() || &magic != MAGIC {
@@ -304,6 +331,31 @@ mod tests {
             &[seq as u8; 100],
         );
         v
+    }
+
+    #[test]
+    fn a_layer_switch_reads_as_one_numbering() {
+        let pkt = |layer: u8, seq: u64, key: bool| Packet {
+            track: Track::Video,
+            codec: Codec::Vp8,
+            seq,
+            ts: 0,
+            marker: true,
+            keyframe_start: key,
+            layer,
+            at_us: 0,
+            payload: vec![],
+        };
+        let mut v = vec![
+            pkt(0, 500, true),
+            pkt(0, 501, false),
+            pkt(2, 90_000, true),
+            pkt(2, 90_001, false),
+        ];
+        one_layer(&mut v);
+        let seqs: Vec<u64> = v.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![500, 501, 502, 503]);
+        assert!(v.iter().all(|p| p.layer == 0));
     }
 
     #[test]

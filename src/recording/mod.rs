@@ -3,11 +3,14 @@
 //!
 //! The media plane's only part in it is one queue: a show's home shard pushes each packet it
 //! has mapped into the show's numbering (the one `Arc<MediaPacket>` every shard fans out)
-//! into `Core::recorded` when the show is recorded and the packet is of the recorded layer;
-//! the shard driver hands that queue to the recorder's bounded channel with `try_send`, so a
-//! slow disk drops recorded packets (counted in `hawker_recording_dropped_total`) and never
-//! stalls fan-out. Without simulcast every packet is layer 0; with it, the top layer is the
-//! one to record (`engine::shard::Settings::record_layer`).
+//! into `Core::recorded` when the show is recorded: every audio packet and the video of one
+//! layer; the shard driver hands that queue to the recorder's bounded channel with `try_send`,
+//! so a slow disk drops recorded packets (counted in `hawker_recording_dropped_total`) and
+//! never stalls fan-out. Without simulcast the one layer is recorded; with it, the highest
+//! layer seen (rids ordered lowest first, `engine::simulcast`), switched to at one of its
+//! keyframes, so a recording starts on the lowest layer for a moment if that layer's keyframe
+//! comes first. [`file::read_media`] renumbers such a switch into one sequence space, so replay
+//! and export see a single layer 0.
 //!
 //! The control plane adds the show's commerce events (as serialised for viewers, so each
 //! carries its `rtp_ts` in the show's numbering) through [`Recorder::event`]. The writer thread

@@ -11,9 +11,16 @@
 //! Seeking (`t` seconds from the start of the recording's video) starts at the keyframe at or
 //! before `t`; the greeting snapshot carries the highlight in effect at that point. The
 //! session's control-plane show is the real show, so a buy goes to the live catalog (current
-//! price and stock).
+//! price and stock); the order keeps the moment of the replay it was placed at
+//! ([`Session::moment`]).
+//!
+//! A session ends from several places at once (the shard's `Gone`, a `DELETE`, a cancelled
+//! WHEP request): [`Sessions::remove`] marks the feeder stopped under the same lock
+//! [`start`] spawns it under, so a feeder never starts for a session already gone, and a
+//! running one stops at its next packet even if the abort lands mid-step.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,8 +58,18 @@ pub struct Plan {
     pub highlight: Option<Value>,
     /// Seconds from the start of the recording where the replay starts (a keyframe).
     pub start: f64,
+    /// Video timestamp of that keyframe.
+    pub start_ts: u32,
     /// Length of the recording in seconds.
     pub duration: f64,
+    /// Video timestamp of the recording's first keyframe: second 0 of the replay.
+    pub origin_ts: u32,
+    /// Every highlight (`Some(id)`) and unhighlight (`None`) of the recording, with its
+    /// `rtp_ts`, in order.
+    pub cards: Vec<(u32, Option<String>)>,
+    /// Every highlight: seconds from the start of the recording (its `rtp_ts` on the video
+    /// timeline, millisecond precision), id and sku.
+    pub chapters: Vec<(f64, String, String)>,
 }
 
 fn unwrap(prev: &mut Option<(u32, i64)>, ts: u32) -> i64 {
@@ -70,18 +87,20 @@ pub fn plan(mut pkts: Vec<Packet>, events: Vec<Event>, t: f64) -> Result<Plan, E
     // Video time of each keyframe start, from the first keyframe.
     let mut u = None;
     let mut t0 = None;
-    let mut keys: Vec<(f64, u64)> = Vec::new();
+    let mut keys: Vec<(f64, u64, u32)> = Vec::new();
+    let mut origin_ts = 0;
     let mut last_video = 0.0;
     for p in pkts.iter().filter(|p| p.track == Track::Video) {
         let v = unwrap(&mut u, p.ts);
         if t0.is_none() && p.keyframe_start {
             t0 = Some(v);
+            origin_ts = p.ts;
         }
         let Some(t0) = t0 else { continue };
         let secs = (v - t0) as f64 / 90_000.0;
         last_video = secs;
         if p.keyframe_start {
-            keys.push((secs, p.at_us));
+            keys.push((secs, p.at_us, p.ts));
         }
     }
     if keys.is_empty() {
@@ -91,12 +110,36 @@ pub fn plan(mut pkts: Vec<Packet>, events: Vec<Event>, t: f64) -> Result<Plan, E
     if !(0.0..=duration).contains(&t) {
         return Err(Error::PastEnd { t, duration });
     }
-    let (start, start_us) = keys
+    let (start, start_us, start_ts) = keys
         .iter()
         .rev()
-        .find(|(s, _)| *s <= t + 1e-6)
+        .find(|(s, _, _)| *s <= t + 1e-6)
         .copied()
         .unwrap_or(keys[0]);
+    let cards = events
+        .iter()
+        .filter_map(|e| {
+            let ts = e.msg["rtp_ts"].as_u64()? as u32;
+            match e.msg["type"].as_str()? {
+                "highlight" => Some((ts, e.msg["highlight_id"].as_str().map(str::to_string))),
+                "unhighlight" => Some((ts, None)),
+                _ => None,
+            }
+        })
+        .collect();
+    let chapters = events
+        .iter()
+        .filter(|e| e.msg["type"] == "highlight")
+        .filter_map(|e| {
+            let ts = e.msg["rtp_ts"].as_u64()? as u32;
+            let secs = ts.wrapping_sub(origin_ts) as i32 as f64 / 90_000.0;
+            Some((
+                (secs.max(0.0) * 1000.0).round() / 1000.0,
+                e.msg["highlight_id"].as_str()?.to_string(),
+                e.msg["sku"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
     let mut highlight = None;
     for e in events.iter().filter(|e| e.at_us < start_us) {
         match e.msg["type"].as_str() {
@@ -115,8 +158,31 @@ pub fn plan(mut pkts: Vec<Packet>, events: Vec<Event>, t: f64) -> Result<Plan, E
         events,
         highlight,
         start,
+        start_ts,
         duration,
+        origin_ts,
+        cards,
+        chapters,
     })
+}
+
+/// The feeder of a session.
+enum Feeder {
+    /// The viewer has not connected yet.
+    Waiting,
+    /// Playing.
+    Running(tokio::task::JoinHandle<()>),
+    /// The session is gone: nothing may start.
+    Stopped,
+}
+
+/// Where in a replay something happened (an order).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moment {
+    /// Seconds from the start of the recording's video.
+    pub at: f64,
+    /// The frame's timestamp in the show's numbering.
+    pub rtp_ts: u32,
 }
 
 /// A replay waiting for its viewer, or running.
@@ -128,9 +194,91 @@ pub struct Session {
     /// The snapshot the viewer's `events` channel opens with.
     pub greeting: String,
     /// The plan; taken by the feeder when it starts.
-    pub plan: Mutex<Option<Plan>>,
-    /// The feeder, once started.
-    pub task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    plan: Mutex<Option<Plan>>,
+    feeder: Mutex<Feeder>,
+    /// Set with `Feeder::Stopped`, read by the feeder between packets without the lock.
+    stopped: AtomicBool,
+    origin_ts: u32,
+    duration: f64,
+    /// Timestamp of the newest video packet handed to the viewer.
+    fed_ts: AtomicU32,
+    cards: Vec<(u32, Option<String>)>,
+}
+
+impl Session {
+    /// A session that plays `plan` to the viewer once it connects.
+    pub fn new(engine_show: Arc<str>, shard: usize, greeting: String, plan: Plan) -> Session {
+        let start_ts = plan
+            .origin_ts
+            .wrapping_add((plan.start * 90_000.0).round() as u32);
+        Session {
+            engine_show,
+            shard,
+            greeting,
+            origin_ts: plan.origin_ts,
+            duration: plan.duration,
+            fed_ts: AtomicU32::new(start_ts),
+            cards: plan.cards.clone(),
+            plan: Mutex::new(Some(plan)),
+            feeder: Mutex::new(Feeder::Waiting),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// The moment of the replay a viewer acts at: the frame it names (`rtp_ts`, from its
+    /// `buy`) when that frame is in the recording, else the newest frame it was sent.
+    pub fn moment(&self, rtp_ts: Option<u32>) -> Moment {
+        let secs = |ts: u32| self.secs(ts);
+        let ts = rtp_ts
+            .filter(|&ts| (0.0..=self.duration + 1.0).contains(&secs(ts)))
+            .unwrap_or_else(|| self.fed_ts.load(Ordering::Relaxed));
+        Moment {
+            at: (secs(ts).max(0.0) * 1000.0).round() / 1000.0,
+            rtp_ts: ts,
+        }
+    }
+
+    fn secs(&self, ts: u32) -> f64 {
+        ts.wrapping_sub(self.origin_ts) as i32 as f64 / 90_000.0
+    }
+
+    /// The id of the card on screen at `m`, if any.
+    pub fn highlight_at(&self, m: Moment) -> Option<String> {
+        let at = self.secs(m.rtp_ts);
+        self.cards
+            .iter()
+            .take_while(|(ts, _)| self.secs(*ts) <= at)
+            .last()
+            .and_then(|(_, id)| id.clone())
+    }
+
+    /// Start the feeder made by `spawn`, unless the session is already stopped or started;
+    /// whether it started.
+    pub fn run(&self, spawn: impl FnOnce(Plan) -> tokio::task::JoinHandle<()>) -> bool {
+        let mut f = self.feeder.lock();
+        if !matches!(*f, Feeder::Waiting) {
+            return false;
+        }
+        let Some(plan) = self.plan.lock().take() else {
+            return false;
+        };
+        *f = Feeder::Running(spawn(plan));
+        true
+    }
+
+    /// Stop the feeder, now and for good.
+    pub fn stop(&self) {
+        let mut f = self.feeder.lock();
+        self.stopped.store(true, Ordering::Relaxed);
+        if let Feeder::Running(t) = std::mem::replace(&mut *f, Feeder::Stopped) {
+            t.abort();
+        }
+    }
+
+    /// Whether the session is over.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
 }
 
 /// Replay sessions by engine peer id.
@@ -141,8 +289,10 @@ pub struct Sessions {
 
 impl Sessions {
     /// Remember a replay for `peer`.
-    pub fn insert(&self, peer: PeerId, s: Session) {
-        self.by_peer.lock().insert(peer, Arc::new(s));
+    pub fn insert(&self, peer: PeerId, s: Session) -> Arc<Session> {
+        let s = Arc::new(s);
+        self.by_peer.lock().insert(peer, s.clone());
+        s
     }
 
     /// The replay of `peer`, if it is one.
@@ -154,9 +304,7 @@ impl Sessions {
     pub fn remove(&self, peer: PeerId) -> bool {
         let s = self.by_peer.lock().remove(&peer);
         if let Some(s) = &s {
-            if let Some(t) = s.task.lock().take() {
-                t.abort();
-            }
+            s.stop();
         }
         s.is_some()
     }
@@ -173,14 +321,22 @@ impl Sessions {
 }
 
 /// The greeting of a replay viewer: the live catalog, the highlight in effect at the starting
-/// point, and where the replay starts.
-pub fn snapshot(live: &str, plan_start: f64, duration: f64, highlight: Option<&Value>) -> String {
+/// point, where the replay starts and its chapters (each highlight, in seconds from the start
+/// of the recording, for a product list that seeks). Its `rtp_ts` is the starting keyframe's:
+/// the state it describes is that frame's.
+pub fn snapshot(live: &str, plan: &Plan) -> String {
     let mut v: Value = serde_json::from_str(live).unwrap_or_else(|_| json!({}));
-    v["highlight"] = highlight.map_or(
+    v["highlight"] = plan.highlight.as_ref().map_or(
         Value::Null,
         |h| json!({"highlight_id": h["highlight_id"], "sku": h["sku"], "rtp_ts": h["rtp_ts"]}),
     );
-    v["replay"] = json!({"start": plan_start, "duration": duration});
+    v["rtp_ts"] = json!(plan.start_ts);
+    let chapters: Vec<Value> = plan
+        .chapters
+        .iter()
+        .map(|(t, id, sku)| json!({"t": t, "highlight_id": id, "sku": sku}))
+        .collect();
+    v["replay"] = json!({"start": plan.start, "duration": plan.duration, "chapters": chapters});
     v.to_string()
 }
 
@@ -189,53 +345,62 @@ pub fn start(app: Arc<crate::app::App>, peer: PeerId) {
     let Some(s) = app.replays.get(peer) else {
         return;
     };
-    let Some(plan) = s.plan.lock().take() else {
-        return;
-    };
     let sess = s.clone();
-    let task = tokio::spawn(async move {
-        // Past the shard's settle delay, so the first keyframe is not held back.
-        tokio::time::sleep(crate::engine::shard::VIEWER_SETTLE + Duration::from_millis(10)).await;
-        let origin_us = plan.packets.first().map_or(0, |p| p.at_us);
-        let origin = tokio::time::Instant::now();
-        let mut events = plan.events.into_iter().peekable();
-        for p in plan.packets {
-            while let Some(e) = events.next_if(|e| e.at_us <= p.at_us) {
-                send_event(&app, &sess, peer, e, origin, origin_us).await;
-            }
-            let due = origin + Duration::from_micros(p.at_us.saturating_sub(origin_us));
-            tokio::time::sleep_until(due).await;
-            let mp = Arc::new(MediaPacket {
-                show: sess.engine_show.clone(),
-                pkt: forwarder::Packet {
-                    track: p.track,
-                    codec: p.codec,
-                    seq: p.seq,
-                    ts: p.ts,
-                    marker: p.marker,
-                    keyframe_start: p.keyframe_start,
-                    layer: p.layer,
-                    // One recorded layer: a replay viewer never switches, so VP8 picture ids
-                    // need no rewrite.
-                    vp8: None,
-                },
-                payload: p.payload.into(),
-                arrival: std::time::Instant::now(),
-                vp8: None,
-            });
-            if !app.engine.shards()[sess.shard].send(Msg::Media(mp)) {
+    s.run(move |plan| tokio::spawn(feed(app, sess, peer, plan)));
+}
+
+async fn feed(app: Arc<crate::app::App>, sess: Arc<Session>, peer: PeerId, plan: Plan) {
+    // Past the shard's settle delay, so the first keyframe is not held back.
+    tokio::time::sleep(crate::engine::shard::VIEWER_SETTLE + Duration::from_millis(10)).await;
+    let origin_us = plan.packets.first().map_or(0, |p| p.at_us);
+    let origin = tokio::time::Instant::now();
+    let mut events = plan.events.into_iter().peekable();
+    for p in plan.packets {
+        while let Some(e) = events.next_if(|e| e.at_us <= p.at_us) {
+            if !send_event(&app, &sess, peer, e, origin, origin_us).await {
                 return;
             }
         }
-        for e in events {
-            send_event(&app, &sess, peer, e, origin, origin_us).await;
+        let due = origin + Duration::from_micros(p.at_us.saturating_sub(origin_us));
+        tokio::time::sleep_until(due).await;
+        if sess.stopped() {
+            return;
         }
-        let end = json!({"type": "replay_ended"}).to_string();
-        app.engine.send_text(sess.shard, peer, Arc::from(end));
-    });
-    *s.task.lock() = Some(task);
+        if p.track == Track::Video {
+            sess.fed_ts.store(p.ts, Ordering::Relaxed);
+        }
+        let mp = Arc::new(MediaPacket {
+            show: sess.engine_show.clone(),
+            pkt: forwarder::Packet {
+                track: p.track,
+                codec: p.codec,
+                seq: p.seq,
+                ts: p.ts,
+                marker: p.marker,
+                keyframe_start: p.keyframe_start,
+                // The recording reads as one layer (`file::read_media`).
+                layer: 0,
+                // A replay viewer never switches layers, so VP8 picture ids need no rewrite.
+                vp8: None,
+            },
+            payload: p.payload.into(),
+            arrival: std::time::Instant::now(),
+            vp8: None,
+        });
+        if !app.engine.shards()[sess.shard].send(Msg::Media(mp)) {
+            return;
+        }
+    }
+    for e in events {
+        if !send_event(&app, &sess, peer, e, origin, origin_us).await {
+            return;
+        }
+    }
+    let end = json!({"type": "replay_ended"}).to_string();
+    app.engine.send_text(sess.shard, peer, Arc::from(end));
 }
 
+/// Send one recorded event at its time; false once the session is over.
 async fn send_event(
     app: &crate::app::App,
     s: &Session,
@@ -243,11 +408,15 @@ async fn send_event(
     e: Event,
     origin: tokio::time::Instant,
     origin_us: u64,
-) {
+) -> bool {
     let due = origin + Duration::from_micros(e.at_us.saturating_sub(origin_us));
     tokio::time::sleep_until(due).await;
+    if s.stopped() {
+        return false;
+    }
     app.engine
         .send_text(s.shard, peer, Arc::from(e.msg.to_string()));
+    true
 }
 
 #[cfg(test)]
@@ -267,6 +436,72 @@ mod tests {
             at_us: 1_000_000 + i * 33_333,
             payload: vec![0x10, 0],
         }
+    }
+
+    fn session() -> Session {
+        let pkts: Vec<Packet> = (0..90).map(|i| pkt(i, i % 30 == 0)).collect();
+        let p = plan(pkts, vec![], 0.0).unwrap();
+        Session::new(Arc::from("s~replay-1"), 0, String::new(), p)
+    }
+
+    #[tokio::test]
+    async fn a_session_gone_first_never_starts_its_feeder() {
+        // `Gone` (or DELETE) wins the race against `Connected`.
+        let s = session();
+        s.stop();
+        let mut spawned = false;
+        assert!(!s.run(|_| {
+            spawned = true;
+            tokio::spawn(async {})
+        }));
+        assert!(!spawned, "a feeder started for a session already gone");
+
+        // Started, then gone: the feeder is aborted, and a second start is refused.
+        let s = session();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        assert!(s.run(move |_| tokio::spawn(async move {
+            let _alive = tx;
+            std::future::pending::<()>().await
+        })));
+        assert!(!s.run(|_| tokio::spawn(async {})), "started twice");
+        s.stop();
+        assert!(s.stopped());
+        let dropped = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        assert!(matches!(dropped, Ok(Err(_))), "the feeder still runs");
+    }
+
+    #[test]
+    fn the_moment_of_a_buy() {
+        let s = session();
+        // 3 s recording from ts 0; a frame at 1.5 s.
+        let m = s.moment(Some(135_000));
+        assert_eq!((m.at, m.rtp_ts), (1.5, 135_000));
+        // A frame outside the recording: the newest frame sent (the start here).
+        let m = s.moment(Some(4_000_000_000));
+        assert_eq!((m.at, m.rtp_ts), (0.0, 0));
+        assert_eq!(s.moment(None).rtp_ts, 0);
+    }
+
+    #[test]
+    fn the_card_on_screen_at_a_moment() {
+        let pkts: Vec<Packet> = (0..90).map(|i| pkt(i, i % 30 == 0)).collect();
+        let ev = |ty: &str, id: &str, ts: u32| Event {
+            at_us: 0,
+            msg: json!({"type": ty, "highlight_id": id, "rtp_ts": ts}),
+        };
+        let events = vec![
+            ev("highlight", "h-1", 30_000),
+            ev("unhighlight", "h-1", 90_000),
+            ev("highlight", "h-2", 180_000),
+        ];
+        let p = plan(pkts, events, 0.0).unwrap();
+        let s = Session::new(Arc::from("s~replay-1"), 0, String::new(), p);
+        let at = |ts| s.highlight_at(s.moment(Some(ts)));
+        assert_eq!(at(0), None);
+        assert_eq!(at(30_000).as_deref(), Some("h-1"));
+        assert_eq!(at(89_999).as_deref(), Some("h-1"));
+        assert_eq!(at(90_000), None);
+        assert_eq!(at(200_000).as_deref(), Some("h-2"));
     }
 
     #[test]

@@ -109,6 +109,10 @@ pub struct Sim {
     pub recorded: Vec<Arc<crate::engine::MediaPacket>>,
     /// The quality cap of the viewer being added.
     quality: Quality,
+    /// The viewer being added watches a replay (`ShowSpec::replay`).
+    replay: bool,
+    /// Keyframe wishes one shard passed to the others (`ToOthers::KeyframeWanted`).
+    pub keyframe_wishes: u64,
 }
 
 impl Sim {
@@ -129,7 +133,6 @@ impl Sim {
                 connect_timeout: cfg.connect_timeout,
                 max_peers: cfg.max_peers,
                 keyframe_cache_age: cfg.keyframe_cache_age,
-                record_layer: 0,
             };
             let count = Arc::new(AtomicUsize::new(0));
             cores.push(Core::new(epoch, settings, metrics.shard(i), count));
@@ -155,6 +158,8 @@ impl Sim {
             record: cfg.record,
             recorded: Vec::new(),
             quality: Quality::Auto,
+            replay: false,
+            keyframe_wishes: 0,
         }
     }
 
@@ -254,6 +259,7 @@ impl Sim {
             video_codecs: vec![Codec::H264, Codec::Vp8],
             clock: self.clock(show),
             record: self.record,
+            replay: self.replay,
         }
     }
 
@@ -303,6 +309,20 @@ impl Sim {
     /// WHEP: a viewer of `show` on `shard` (`None`: the least loaded), behind `link`.
     pub fn view(&mut self, show: &str, shard: Option<usize>, link: Link) -> Result<Handle, Error> {
         self.view_with(show, shard, link, Quality::Auto)
+    }
+
+    /// A viewer of a replay named `show`: no publisher feeds it; the test hands it packets
+    /// with [`Sim::send`] (`Msg::Media`), as the control plane's replay feeder does.
+    pub fn view_replay(
+        &mut self,
+        show: &str,
+        shard: Option<usize>,
+        link: Link,
+    ) -> Result<Handle, Error> {
+        self.replay = true;
+        let r = self.view(show, shard, link);
+        self.replay = false;
+        r
     }
 
     /// WHEP with `?quality=`.
@@ -631,6 +651,10 @@ impl Sim {
                 self.events.push((now, ev));
             }
             let outbox: Vec<ToOthers> = self.cores[i].outbox.drain(..).collect();
+            self.keyframe_wishes += outbox
+                .iter()
+                .filter(|m| matches!(m, ToOthers::KeyframeWanted(..)))
+                .count() as u64;
             for j in (0..self.cores.len()).filter(|&j| j != i) {
                 for m in &outbox {
                     self.cores[j].handle_msg(now, m.to_msg());

@@ -41,7 +41,9 @@ let frames = 0;
 // ?sync_delay=auto|off|<ms>: the SDK's playout delay for frame-exact events (docs/sdk.md).
 const syncParam = new URLSearchParams(location.search).get('sync_delay');
 const syncDelay = syncParam === null || syncParam === 'auto' ? 'auto' : syncParam === 'off' ? false : Number(syncParam);
-const viewer = watch(`/whep/${encodeURIComponent(show)}`, video, { syncDelay });
+// An ended show with a recording plays its replay (see "replay" below).
+const replayMode = await offersReplay(show);
+const viewer = watch(`/whep/${encodeURIComponent(show)}`, video, { syncDelay, replay: replayMode });
 // For embedding pages and tests.
 window.hawkerWatch = { viewer, show };
 
@@ -50,7 +52,7 @@ window.hawkerWatch = { viewer, show };
 function setLive(on, text) {
   live = on;
   ui.badge.className = `badge ${on ? 'badge-live' : 'badge-off'}`;
-  ui.badge.textContent = on ? 'Live' : text || 'Offline';
+  ui.badge.textContent = on ? (replayMode ? 'Replay' : 'Live') : text || 'Offline';
 }
 
 function stockText(p) {
@@ -92,7 +94,7 @@ function renderCard() {
   const sold = st.sold.get(p.sku) || 0;
   ui.cardSold.hidden = sold <= 0;
   ui.cardSold.textContent = `${sold} sold in the last minute`;
-  ui.buy.disabled = p.stock <= 0 || st.ended;
+  ui.buy.disabled = p.stock <= 0 || (st.ended && !st.replay);
   ui.buy.textContent = p.stock <= 0 ? 'Sold out' : `Buy now · ${money(p.price * qty, p.currency)}`;
   card.classList.add('visible');
   card.setAttribute('aria-hidden', 'false');
@@ -248,7 +250,7 @@ async function refreshInfo() {
         renderCatalog();
       }
     }
-    ui.sub.textContent = info.show.live ? '' : info.show.state === 'ended' ? 'Show ended' : 'Starting soon';
+    ui.sub.textContent = replayMode ? 'Replay' : info.show.live ? '' : info.show.state === 'ended' ? 'Show ended' : 'Starting soon';
   } catch {
     /* next time */
   }
@@ -317,3 +319,99 @@ ui.askForm.addEventListener('submit', async (ev) => {
   }
   setTimeout(() => (ui.askStatus.textContent = ''), 5000);
 });
+
+// ------------------------------------------------------------------------ replay
+// After the show: the recording plays with its cards on their frames; a scrub bar and the
+// products the seller showed seek (the server starts at the keyframe at or before the time).
+
+/** Whether the show is over and has a recording to replay (the catalog listing says so). */
+async function offersReplay(id) {
+  try {
+    const r = await fetch(`/shows/${encodeURIComponent(id)}/catalog.json`, { cache: 'no-store' });
+    if (!r.ok) return false;
+    const info = await r.json();
+    return Boolean(info.show && info.show.replay);
+  } catch {
+    return false;
+  }
+}
+
+const replayUi = {
+  bar: $('#replay-bar'),
+  scrub: /** @type {HTMLInputElement} */ ($('#replay-scrub')),
+  time: $('#replay-time'),
+  duration: $('#replay-duration'),
+  box: $('#replay-chapters-box'),
+  chapters: $('#replay-chapters'),
+};
+let scrubbing = false;
+
+function clock(s) {
+  const t = Math.max(0, Math.floor(s));
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const ss = String(t % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+async function seekTo(t) {
+  ui.status.textContent = 'Seeking…';
+  try {
+    await viewer.seek(t);
+    ui.status.textContent = '';
+  } catch (e) {
+    ui.status.textContent = `Cannot seek there: ${e.message}`;
+  }
+}
+
+function renderReplay() {
+  const r = viewer.state.replay;
+  if (!r) return;
+  replayUi.bar.hidden = false;
+  replayUi.scrub.max = String(r.duration);
+  replayUi.duration.textContent = clock(r.duration);
+  replayUi.box.hidden = r.chapters.length === 0;
+  const items = r.chapters.map((c) => {
+    const p = viewer.product(c.sku);
+    return el(
+      'li',
+      { dataset: { t: String(c.t), sku: c.sku, highlightId: c.highlight_id } },
+      el(
+        'button',
+        { type: 'button', onclick: () => seekTo(c.t) },
+        el('span', { class: 'rc-time' }, clock(c.t)),
+        el('span', {}, p ? p.title : c.sku),
+      ),
+    );
+  });
+  replayUi.chapters.replaceChildren(...items);
+}
+
+function renderPosition() {
+  const at = viewer.position();
+  if (at === null) return;
+  if (!scrubbing) replayUi.scrub.value = String(at);
+  replayUi.time.textContent = clock(at);
+  const h = viewer.state.highlight;
+  for (const li of replayUi.chapters.children) {
+    li.classList.toggle('current', Boolean(h && li.dataset.highlightId === h.highlight_id));
+  }
+}
+
+if (replayMode) {
+  viewer.on('snapshot', renderReplay);
+  viewer.on('replay_ended', () => {
+    ui.status.textContent = 'End of the replay.';
+  });
+  replayUi.scrub.addEventListener('input', () => {
+    scrubbing = true;
+    replayUi.time.textContent = clock(Number(replayUi.scrub.value));
+  });
+  replayUi.scrub.addEventListener('change', () => {
+    scrubbing = false;
+    seekTo(Number(replayUi.scrub.value));
+  });
+  setInterval(renderPosition, 250);
+  // For embedding pages and tests.
+  window.hawkerWatch.seek = seekTo;
+}

@@ -187,6 +187,17 @@ export class Publisher extends Session {
  * @property {number} [backoffMaxMs]   default 15000.
  * @property {number} [pingIntervalMs] default 10000 (0 disables keep-alive checks).
  * @property {boolean} [debug]
+ * @property {boolean|{t?: number}} [replay]  Watch the show's recording instead of the live
+ *   show (an ended show): from the start, or from `t` seconds. See {@link Viewer#seek}.
+ */
+/**
+ * A replay's timeline, from its snapshot (`state.replay`).
+ * @typedef {Object} ReplayInfo
+ * @property {number} start     Seconds from the start of the recording where this session
+ *   started (the keyframe at or before the asked time).
+ * @property {number} duration  Length of the recording in seconds.
+ * @property {{t: number, highlight_id: string, sku: string}[]} chapters  Every product shown
+ *   in the show, with the second it was shown at (seek there to see it).
  */
 /**
  * A WHEP session of a viewer. Frame-synchronised events (detail = the message plus `frame`,
@@ -194,6 +205,8 @@ export class Publisher extends Session {
  * `price`, `stock`, `sold`, `chat`, `show_ended`. Others: `connected`, `viewers` (the
  * connected-viewer count: from the snapshot, then whenever it changes), `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
  * (never; use rVFC yourself) and `message` (every message as it arrives, before any hold).
+ * A replay adds `seeked` ({t}: a seek's new session is open; its `snapshot` follows with
+ * `replay.start`) and `replay_ended` (the recording played to its end).
  */
 export class Viewer extends Session {
     /**
@@ -217,7 +230,15 @@ export class Viewer extends Session {
         /** @type {Map<string, number>} sku → units sold in the last minute */ sold: Map<string, number>;
         /** @type {number|null} connected viewers (snapshot, then `viewers` when it changes) */ viewers: number | null;
         ended: boolean;
+        /** @type {ReplayInfo|null} a replay's timeline (null when live) */ replay: ReplayInfo | null;
     };
+    /** Where the next replay session starts, in seconds. */
+    _seekT: number;
+    /** @type {{ts: number, t: number}|null} a replay session's starting frame and its second */
+    _replayBase: {
+        ts: number;
+        t: number;
+    } | null;
     /** RTP timestamp of the newest presented frame, or null. */
     rtpTimestamp: number;
     /** @type {{msg: any, at: number}[]} */
@@ -302,6 +323,22 @@ export class Viewer extends Session {
     ask(text: string): Promise<any>;
     /** Product by sku, as on the frame on screen. @param {string} sku */
     product(sku: string): Product;
+    /**
+     * A replay's position: seconds from the start of the recording of the frame on screen
+     * (before the first frame, where the session starts); null when live.
+     * @returns {number|null}
+     */
+    position(): number | null;
+    /**
+     * Replay only: play from `t` seconds into the recording. The server starts at the keyframe
+     * at or before `t` (the snapshot's `replay.start`) with the card on screen at that frame;
+     * events then arrive on their frames as before. Resolves when the new session is open;
+     * rejects with a HawkerError (`status` 400) for a `t` past the end, and the viewer then
+     * has no session until the next `seek`.
+     * @param {number} t
+     * @returns {Promise<void>}
+     */
+    seek(t: number): Promise<void>;
 }
 export type PublishOptions = {
     /**
@@ -443,6 +480,36 @@ export type WatchOptions = {
      */
     pingIntervalMs?: number;
     debug?: boolean;
+    /**
+     * Watch the show's recording instead of the live
+     * show (an ended show): from the start, or from `t` seconds. See {@link Viewer#seek}.
+     */
+    replay?: boolean | {
+        t?: number;
+    };
+};
+/**
+ * A replay's timeline, from its snapshot (`state.replay`).
+ */
+export type ReplayInfo = {
+    /**
+     * Seconds from the start of the recording where this session
+     * started (the keyframe at or before the asked time).
+     */
+    start: number;
+    /**
+     * Length of the recording in seconds.
+     */
+    duration: number;
+    /**
+     * Every product shown
+     * in the show, with the second it was shown at (seek there to see it).
+     */
+    chapters: {
+        t: number;
+        highlight_id: string;
+        sku: string;
+    }[];
 };
 /**
  * The part publisher and viewer share: one RTCPeerConnection with the `events` channel at a

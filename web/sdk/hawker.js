@@ -753,6 +753,18 @@ const FRAME_EVENTS = new Set(['snapshot', 'highlight', 'unhighlight', 'price', '
  * @property {number} [backoffMaxMs]   default 15000.
  * @property {number} [pingIntervalMs] default 10000 (0 disables keep-alive checks).
  * @property {boolean} [debug]
+ * @property {boolean|{t?: number}} [replay]  Watch the show's recording instead of the live
+ *   show (an ended show): from the start, or from `t` seconds. See {@link Viewer#seek}.
+ */
+
+/**
+ * A replay's timeline, from its snapshot (`state.replay`).
+ * @typedef {Object} ReplayInfo
+ * @property {number} start     Seconds from the start of the recording where this session
+ *   started (the keyframe at or before the asked time).
+ * @property {number} duration  Length of the recording in seconds.
+ * @property {{t: number, highlight_id: string, sku: string}[]} chapters  Every product shown
+ *   in the show, with the second it was shown at (seek there to see it).
  */
 
 /**
@@ -761,6 +773,8 @@ const FRAME_EVENTS = new Set(['snapshot', 'highlight', 'unhighlight', 'price', '
  * `price`, `stock`, `sold`, `chat`, `show_ended`. Others: `connected`, `viewers` (the
  * connected-viewer count: from the snapshot, then whenever it changes), `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
  * (never; use rVFC yourself) and `message` (every message as it arrives, before any hold).
+ * A replay adds `seeked` ({t}: a seek's new session is open; its `snapshot` follows with
+ * `replay.start`) and `replay_ended` (the recording played to its end).
  */
 export class Viewer extends Session {
   /**
@@ -780,7 +794,12 @@ export class Viewer extends Session {
       /** @type {Map<string, number>} sku → units sold in the last minute */ sold: new Map(),
       /** @type {number|null} connected viewers (snapshot, then `viewers` when it changes) */ viewers: null,
       ended: false,
+      /** @type {ReplayInfo|null} a replay's timeline (null when live) */ replay: null,
     };
+    /** Where the next replay session starts, in seconds. */
+    this._seekT = opts.replay && typeof opts.replay === 'object' ? Number(opts.replay.t) || 0 : 0;
+    /** @type {{ts: number, t: number}|null} a replay session's starting frame and its second */
+    this._replayBase = null;
     /** RTP timestamp of the newest presented frame, or null. */
     this.rtpTimestamp = null;
     /** @type {{msg: any, at: number}[]} */
@@ -838,6 +857,10 @@ export class Viewer extends Session {
   _signalUrl() {
     const u = new URL(this.url, location.href);
     if (!this.opts.token && this.viewerId) u.searchParams.set('viewer', this.viewerId);
+    if (this.opts.replay) {
+      u.searchParams.set('replay', 'true');
+      if (this._seekT > 0) u.searchParams.set('t', this._seekT.toFixed(3));
+    }
     return u.toString();
   }
 
@@ -975,6 +998,8 @@ export class Viewer extends Session {
         st.products = new Map((msg.products || []).map((p) => [p.sku, { ...p }]));
         st.highlight = msg.highlight ? { ...msg.highlight, product: st.products.get(msg.highlight.sku) } : null;
         if (msg.show && msg.show.state === 'ended') st.ended = true;
+        st.replay = msg.replay || null;
+        this._replayBase = msg.replay && typeof msg.rtp_ts === 'number' ? { ts: msg.rtp_ts >>> 0, t: msg.replay.start } : null;
         break;
       }
       case 'highlight': {
@@ -1077,6 +1102,9 @@ export class Viewer extends Session {
   }
 
   _onDisconnected() {
+    // A replay picks up where it was.
+    const at = this.position();
+    if (this.opts.replay && at !== null) this._seekT = at;
     // A new session starts with a fresh snapshot; events of the old one are moot.
     this._queue = [];
     for (const a of this._asks.splice(0)) a.reject(new HawkerError('connection lost; ask again', { code: 'closed' }));
@@ -1135,6 +1163,55 @@ export class Viewer extends Session {
   /** Product by sku, as on the frame on screen. @param {string} sku */
   product(sku) {
     return this.state.products.get(sku) || null;
+  }
+
+  /**
+   * A replay's position: seconds from the start of the recording of the frame on screen
+   * (before the first frame, where the session starts); null when live.
+   * @returns {number|null}
+   */
+  position() {
+    const b = this._replayBase;
+    if (!b) return null;
+    if (this.rtpTimestamp === null) return b.t;
+    return Math.max(0, b.t + rtpDiff(this.rtpTimestamp, b.ts) / VIDEO_HZ);
+  }
+
+  /**
+   * Replay only: play from `t` seconds into the recording. The server starts at the keyframe
+   * at or before `t` (the snapshot's `replay.start`) with the card on screen at that frame;
+   * events then arrive on their frames as before. Resolves when the new session is open;
+   * rejects with a HawkerError (`status` 400) for a `t` past the end, and the viewer then
+   * has no session until the next `seek`.
+   * @param {number} t
+   * @returns {Promise<void>}
+   */
+  async seek(t) {
+    if (!this.opts.replay) throw new HawkerError('seek applies to a replay (watch with replay: true)', { code: 'invalid' });
+    if (this._closed) throw new HawkerError('session closed', { code: 'closed' });
+    this._seekT = Math.max(0, Number(t) || 0);
+    this._reconnecting = true;
+    try {
+      this._generation++; // late events of the old session are ignored
+      clearInterval(this._pinger);
+      this._onDisconnected();
+      this._seekT = Math.max(0, Number(t) || 0);
+      const old = this.pc;
+      const res = this.resource;
+      this.resource = null;
+      await Promise.race([hangUp(res, this._token()), sleep(2000)]);
+      if (old) old.close();
+      // Frames of the old position say nothing about the new one.
+      this.rtpTimestamp = null;
+      this._lastFrame = null;
+      this._replayBase = null;
+      this.state.highlight = null;
+      await this._connectOnce();
+      this._onOpen(true);
+      this._emit('seeked', { t: this._seekT });
+    } finally {
+      this._reconnecting = false;
+    }
   }
 }
 

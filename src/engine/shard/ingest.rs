@@ -2,7 +2,8 @@
 //! numbering ([`SourceMap`]), checked for a keyframe start, stamped on the show's video clock,
 //! and handed as one `Arc`'d [`MediaPacket`] to this shard's viewers and to every other shard.
 //! Keyframe requests from anywhere end here, coalesced by the show's [`Gate`]. A recorded
-//! show's packets are also queued, once, for the recorder (`Core::recorded`).
+//! show's packets are also queued, once, for the recorder (`Core::recorded`): audio, and the
+//! highest video layer seen, switched to at one of its keyframes ([`Home::records`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +56,8 @@ pub(super) struct Home {
     video_codecs: Vec<Codec>,
     /// Queue the show's packets for the recorder.
     record: bool,
+    /// The video layer being recorded in this session (`None` before its first keyframe).
+    rec_layer: Option<u8>,
 }
 
 impl Home {
@@ -70,6 +73,7 @@ impl Home {
             clock: show.clock.clone(),
             video_codecs: show.video_codecs.clone(),
             record: show.record,
+            rec_layer: None,
         }
     }
 
@@ -87,6 +91,22 @@ impl Home {
         self.clock.clear_sender_report();
         self.video_codecs = show.video_codecs.clone();
         self.record = show.record;
+        self.rec_layer = None;
+    }
+
+    /// Whether a video packet of `layer` goes to the recorder: the recording follows the
+    /// highest layer seen, moving up at a keyframe of the higher layer so the recorded stream
+    /// always decodes. The second value asks for that keyframe.
+    fn records(&mut self, layer: u8, keyframe_start: bool) -> (bool, bool) {
+        match self.rec_layer {
+            Some(l) if l == layer => (true, false),
+            Some(l) if layer < l => (false, false),
+            _ if keyframe_start => {
+                self.rec_layer = Some(layer);
+                (true, false)
+            }
+            _ => (false, true),
+        }
     }
 }
 
@@ -208,6 +228,11 @@ impl Core {
                 (seq, ts)
             }
         };
+        let (recorded, want_key) = match (record, track) {
+            (false, _) => (false, false),
+            (true, Track::Audio) => (true, false),
+            (true, Track::Video) => home.records(layer, keyframe_start),
+        };
         let ids = vp8.and_then(|d: Vp8Descriptor| {
             Some(forwarder::Vp8Ids {
                 picture_id: d.picture_id()?,
@@ -232,16 +257,24 @@ impl Core {
             vp8: vp8.filter(|_| ids.is_some()),
         });
         self.outbox.push(ToOthers::Media(mp.clone()));
-        if record && mp.pkt.layer == self.s.record_layer {
+        if recorded {
             self.recorded.push(mp.clone());
+        }
+        if want_key {
+            self.keyframe_wanted(now, &mp.show, layer);
         }
         self.fanout(now, &mp);
     }
 
     /// A local viewer needs a keyframe of a layer: ask the layer's gate here if this is the
-    /// show's home shard, else forward the wish to it.
+    /// show's home shard, else forward the wish to it. A replay has no home shard: its
+    /// wishes are dropped here.
     pub(super) fn ask_keyframe(&mut self, now: Instant, show: &Arc<str>, layer: u8) {
-        if self.shows.get(show).is_some_and(|s| s.home.is_some()) {
+        let local = self.shows.get(show);
+        if local.is_some_and(|s| s.replay) {
+            return;
+        }
+        if local.is_some_and(|s| s.home.is_some()) {
             self.keyframe_wanted(now, show, layer);
         } else {
             self.outbox

@@ -68,9 +68,6 @@ pub struct Settings {
     pub max_peers: usize,
     /// Start joining viewers from a cached keyframe at most this old (zero disables).
     pub keyframe_cache_age: Duration,
-    /// The simulcast layer a recorded show's packets are queued for the recorder from (0, the
-    /// only layer without simulcast; the top layer once there are several).
-    pub record_layer: u8,
 }
 
 /// What a shard tells every other shard. Both carry `Arc`s: one allocation, shared.
@@ -105,6 +102,8 @@ struct LocalShow {
     home: Option<Home>,
     /// Present on every shard with viewers of the show: the keyframe cache.
     out: Outgoing,
+    /// A replay fed by the control plane (`ShowSpec::replay`).
+    replay: bool,
 }
 
 impl LocalShow {
@@ -114,6 +113,7 @@ impl LocalShow {
             publisher: None,
             home: None,
             out: Outgoing::default(),
+            replay: false,
         }
     }
 }
@@ -299,7 +299,10 @@ impl Core {
                     .get_or_insert_with(|| Home::new(&show, interval))
                     .new_session(&show, simulcast);
             }
-            Role::Viewer => local.viewers.push(idx),
+            Role::Viewer => {
+                local.replay = show.replay;
+                local.viewers.push(idx);
+            }
         }
         self.peer_count.store(self.peers.len(), Ordering::Relaxed);
         self.peer_gauge(role).inc();
