@@ -47,6 +47,8 @@ pub struct Metrics {
     shard_panics: IntCounterVec,
     /// Shards whose thread has stopped (0 when healthy); `/healthz` fails while it is not 0.
     pub shards_dead: IntGauge,
+    /// Sessions ended because the shard holding their peer stopped.
+    pub sessions_lost: IntCounter,
     /// Inbound data-channel messages dropped because the peer's in-order queue was full.
     pub dc_queue_dropped: IntCounter,
     /// Shows with a publisher connected.
@@ -235,6 +237,15 @@ pub struct ShardMetrics {
 }
 
 impl ShardMetrics {
+    /// The shard's thread is gone with its peers: its peer gauges go to zero.
+    pub fn clear_peers(&self) {
+        self.publishers.set(0);
+        self.viewers.set(0);
+        for g in &self.layer_viewers {
+            g.set(0);
+        }
+    }
+
     /// Video packets in, for a layer.
     pub fn layer_packets_in(&self, layer: u8) -> &IntCounter {
         &self.layer_in[(layer as usize).min(2)]
@@ -377,6 +388,10 @@ impl Metrics {
             "hawker_shards_dead",
             "Shard threads that have stopped; /healthz fails while this is not 0",
         );
+        let sessions_lost = plain(
+            "hawker_sessions_lost_total",
+            "WHIP/WHEP sessions ended because the shard holding their peer stopped",
+        );
         let dc_queue_dropped = plain(
             "hawker_datachannel_queue_dropped_total",
             "Inbound data-channel messages dropped because the peer's in-order queue was full",
@@ -425,6 +440,7 @@ impl Metrics {
             switches: counter(&r, "hawker_media_layer_switches_total", "Viewer layer switches, by direction (up/down)", &["shard", "direction"]),
             ignored: counter(&r, "hawker_media_simulcast_ignored_total", "Publisher video packets not forwarded: unknown_rid, rid_reused (a second SSRC for one rid), no_sender_report (layer not yet on the show clock)", &["shard", "reason"]),
             shards_dead,
+            sessions_lost,
             dc_queue_dropped,
             dc_refused: counter(&r, "hawker_datachannel_messages_refused_total", "Inbound data-channel messages refused in the shard before any copy, by reason (too_large, rate_limited)", &["shard", "reason"]),
             shard_panics: counter(&r, "hawker_shard_panics_total", "Panics caught in a shard's peer operations (the peer was dropped)", s),

@@ -1,7 +1,7 @@
 //! Peer life cycle on the virtual-time harness (`hawker::sim`): the settle delay between a
 //! viewer's `Connected` and its first media, the connect timeout for peers that never finish
 //! ICE + DTLS, viewers waiting before the seller, and viewers leaving by DELETE, by closing,
-//! or by vanishing from the network.
+//! or by vanishing from the network; links with no delay at all.
 
 use std::time::Duration;
 
@@ -138,4 +138,28 @@ fn leaving_viewers_are_freed() {
         sim.now() - last < Duration::from_millis(100),
         "the remaining viewer still receives"
     );
+}
+
+/// Links with no delay measure an RTT of zero. str0m then rechecks a viewer's bandwidth
+/// estimator "one RTT later", that is at once, every time: a shard spinning on one peer (the
+/// harness sees a deadline that never moves). The engine spaces those rechecks
+/// (`BWE_RECHECK_MIN`); the viewer gets its media and time moves on in bounded steps.
+#[test]
+fn zero_delay_links_make_progress() {
+    let mut sim = sim(13);
+    let _p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(Duration::ZERO))
+        .unwrap();
+    sim.run_for(Duration::from_millis(300));
+    let v = sim
+        .view(SHOW, Some(0), Link::with_delay(Duration::ZERO))
+        .unwrap();
+    let steps = sim.steps();
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.peer(v).first_video().is_some_and(|r| r.keyframe));
+    let video = sim.peer(v).video().count();
+    assert!(video > 100, "{video} video packets in 2 s");
+    // Frames, audio, feedback and one recheck per millisecond at most: well under 10 per ms.
+    let taken = sim.steps() - steps;
+    assert!(taken < 20_000, "{taken} steps for 2 s");
 }

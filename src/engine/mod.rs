@@ -90,6 +90,10 @@ pub enum Error {
     /// The shard this peer must live on (a show's home shard, for a publisher) has stopped.
     #[error("media shard {0} has stopped")]
     ShardDown(usize),
+    /// The shard failed while setting the peer up (a caught panic): the peer was dropped and
+    /// no session exists, whatever the offer was.
+    #[error("the session could not be started")]
+    Failed,
 }
 
 /// One show's video clock, written by its home shard and read by the control plane (events
@@ -269,6 +273,12 @@ pub enum Event {
         /// The message.
         text: String,
     },
+    /// A shard's thread stopped (a panic outside any peer operation, or its poll failed): every
+    /// peer it held is gone without a `Gone` of its own. The control plane ends their sessions.
+    ShardLost {
+        /// The shard.
+        shard: usize,
+    },
 }
 
 /// A shard as seen from outside.
@@ -359,7 +369,10 @@ impl Engine {
             let d = driver::Driver::new(core, sock, poll, rx, links.clone(), events.clone())?
                 .with_recorder(recorder.clone());
             let alive = handles[i].alive.clone();
+            let peers = handles[i].peers.clone();
+            let gauges = metrics.shard(i);
             let dead = metrics.shards_dead.clone();
+            let lost = events.clone();
             let t = std::thread::Builder::new()
                 .name(format!("hawker-shard-{i}"))
                 .spawn(move || {
@@ -369,6 +382,11 @@ impl Engine {
                     if !clean {
                         dead.inc();
                         tracing::error!(shard = i, "shard thread stopped; its peers are lost");
+                        // The core died with its peer table: nobody else will count them out.
+                        peers.store(0, Ordering::SeqCst);
+                        gauges.clear_peers();
+                        // After every event the shard sent while alive (same channel, FIFO).
+                        let _ = lost.send(Event::ShardLost { shard: i });
                     }
                 })?;
             handles[i].thread = Some(t);

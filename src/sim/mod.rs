@@ -504,11 +504,21 @@ impl Sim {
         };
         if t <= self.now {
             self.stalled += 1;
-            assert!(
-                self.stalled < 10_000,
-                "no progress at {:?}: a deadline is reported but never served",
-                self.elapsed()
-            );
+            if self.stalled >= 10_000 {
+                let cores: Vec<_> = (self.cores.iter().enumerate())
+                    .map(|(i, c)| (i, c.due(self.now)))
+                    .filter(|(_, d)| !d.is_empty())
+                    .collect();
+                let peers: Vec<_> = (self.peers.iter())
+                    .filter(|p| p.next_deadline().is_some_and(|d| d <= self.now))
+                    .map(|p| p.id)
+                    .collect();
+                panic!(
+                    "no progress at {:?}: a deadline is reported but never served \
+                     (due on shards: {cores:?}; client peers due: {peers:?})",
+                    self.elapsed()
+                );
+            }
         } else {
             self.stalled = 0;
         }
