@@ -202,6 +202,12 @@ pub struct Commerce {
     pub max_qty_per_order: u32,
     /// Buys a viewer may place per minute.
     pub buys_per_minute: u32,
+    /// Buys from one client address per minute, over all its sessions and shows (0: no cap).
+    /// Anonymous viewers are free to open many sessions, each with its own viewer id: this is
+    /// what bounds one address's buying.
+    pub buys_per_minute_per_ip: u32,
+    /// Buys in one show per minute, over all its viewers (0: no cap).
+    pub buys_per_minute_per_show: u32,
     /// Questions a viewer may ask per minute.
     pub questions_per_minute: u32,
     /// Longest question, in characters.
@@ -298,6 +304,8 @@ impl Default for Commerce {
         Commerce {
             max_qty_per_order: 10,
             buys_per_minute: 30,
+            buys_per_minute_per_ip: 120,
+            buys_per_minute_per_show: 0,
             questions_per_minute: 6,
             max_question_chars: 500,
             webhook_urls: Vec::new(),

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// Orders by status.
     pub orders: IntCounterVec,
+    /// Buys refused by a rate limit, by scope (viewer, show, ip).
+    pub buys_limited: IntCounterVec,
     /// Commerce events fanned out to viewers.
     pub events_fanned_out: IntCounterVec,
     /// Time from an event's cause (seller message / API call) to its hand-off to the shards.
@@ -479,6 +481,7 @@ impl Metrics {
             shows_live,
             http_requests: counter(&r, "hawker_http_requests_total", "HTTP requests by route and status", &["route", "status"]),
             orders: counter(&r, "hawker_orders_total", "Buy requests answered, by status", &["status"]),
+            buys_limited: counter(&r, "hawker_buys_limited_total", "Buys refused with rate_limited, by the limit that refused them (viewer: commerce.buys_per_minute, show: commerce.buys_per_minute_per_show, ip: commerce.buys_per_minute_per_ip)", &["scope"]),
             events_fanned_out: counter(&r, "hawker_events_fanned_out_total", "Commerce events sent to viewers, by type", &["type"]),
             event_fanout_seconds: fanout,
             highlight_buys: counter(&r, "hawker_highlight_buys_total", "Confirmed orders placed from the current highlight, by show (per sku: the orders API)", &["show"]),

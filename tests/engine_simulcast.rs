@@ -230,9 +230,11 @@ fn a_new_target_before_the_first_keyframe_is_asked_for() {
         ..Publish::default()
     };
     // A far publisher: an asked-for keyframe is back no sooner than 200 ms later.
-    sim.publish(SHOW, cfg, Link::with_delay(Duration::from_millis(100)))
+    let publisher = sim
+        .publish(SHOW, cfg, Link::with_delay(Duration::from_millis(100)))
         .unwrap();
     sim.run_for(Duration::from_millis(1500));
+    let requests = sim.peer(publisher).keyframe_requests.len();
     let near = Duration::from_millis(5);
     let v = sim.view(SHOW, None, Link::with_delay(near)).unwrap();
     // The settle delay is over (the viewer asked for a keyframe of the middle layer) and its
@@ -259,5 +261,14 @@ fn a_new_target_before_the_first_keyframe_is_asked_for() {
         first.at - asked < Duration::from_millis(400),
         "started {:?} after the change",
         first.at - asked
+    );
+    // The harness's publisher answers any request with a keyframe on every layer, so the
+    // start alone does not show the new target was asked for; the requests do: one for the
+    // first target, one for the new one (a browser answers per layer, and would send nothing
+    // for the layer nobody asked).
+    let asked_for = sim.peer(publisher).keyframe_requests.len() - requests;
+    assert!(
+        asked_for >= 2,
+        "{asked_for} keyframe request(s): the new target's was never sent"
     );
 }
