@@ -150,9 +150,14 @@ pub struct Media {
     /// disables the cache.
     #[serde(with = "humantime_serde_compat")]
     pub keyframe_cache_max_age: Duration,
-    /// A peer that has not completed ICE within this time is dropped.
+    /// A peer that has not completed ICE and DTLS within this time is dropped.
     #[serde(with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// A peer whose ICE has not even succeeded within this time (no STUN check from it got
+    /// through: an offer posted and abandoned, or a client that cannot reach the media port) is
+    /// dropped sooner than `connect_timeout`, so such sessions cannot pile up.
+    #[serde(with = "humantime_serde_compat")]
+    pub ice_timeout: Duration,
     /// Maximum peers per shard; further offers get 503.
     pub max_peers_per_shard: usize,
 }
@@ -266,6 +271,7 @@ impl Default for Media {
             keyframe_interval: Duration::from_millis(500),
             keyframe_cache_max_age: Duration::from_millis(1000),
             connect_timeout: Duration::from_secs(15),
+            ice_timeout: Duration::from_secs(10),
             max_peers_per_shard: 10_000,
         }
     }

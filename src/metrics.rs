@@ -45,6 +45,7 @@ pub struct Metrics {
     bwe_estimate: HistogramVec,
     dc_refused: IntCounterVec,
     shard_panics: IntCounterVec,
+    ice_timeouts: IntCounterVec,
     /// Shards whose thread has stopped (0 when healthy); `/healthz` fails while it is not 0.
     pub shards_dead: IntGauge,
     /// Sessions ended because the shard holding their peer stopped.
@@ -185,6 +186,8 @@ pub struct ShardMetrics {
     pub publishers: IntGauge,
     /// Viewers on the shard (connected or connecting).
     pub viewers: IntGauge,
+    /// Peers dropped because their ICE never succeeded (`media.ice_timeout`).
+    pub ice_timeouts: IntCounter,
     /// Media packets received from publishers.
     pub packets_in: IntCounter,
     /// UDP datagrams sent.
@@ -446,6 +449,7 @@ impl Metrics {
             dc_queue_dropped,
             dc_refused: counter(&r, "hawker_datachannel_messages_refused_total", "Inbound data-channel messages refused in the shard before any copy, by reason (too_large, rate_limited)", &["shard", "reason"]),
             shard_panics: counter(&r, "hawker_shard_panics_total", "Panics caught in a shard's peer operations (the peer was dropped)", s),
+            ice_timeouts: counter(&r, "hawker_ice_timeouts_total", "Peers dropped because their ICE never succeeded within media.ice_timeout", s),
             http_connections,
             http_connections_refused,
             webhook_outbox_pending,
@@ -505,6 +509,7 @@ impl Metrics {
         ShardMetrics {
             publishers: self.peers.with_label_values(&["publisher", l[0]]),
             viewers: self.peers.with_label_values(&["viewer", l[0]]),
+            ice_timeouts: self.ice_timeouts.with_label_values(&l),
             packets_in: self.packets_in.with_label_values(&l),
             packets_out: self.packets_out.with_label_values(&l),
             bytes_in: self.bytes_in.with_label_values(&l),

@@ -356,6 +356,7 @@ impl Engine {
                 announce: handles[i].addr,
                 keyframe_interval: cfg.media.keyframe_interval,
                 connect_timeout: cfg.media.connect_timeout,
+                ice_timeout: cfg.media.ice_timeout,
                 max_peers: cfg.media.max_peers_per_shard,
                 keyframe_cache_age: cfg.media.keyframe_cache_max_age,
                 record_layer: 0,

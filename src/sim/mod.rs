@@ -53,6 +53,8 @@ pub struct Config {
     pub keyframe_interval: Duration,
     /// `media.connect_timeout`.
     pub connect_timeout: Duration,
+    /// `media.ice_timeout`.
+    pub ice_timeout: Duration,
     /// `media.keyframe_cache_max_age` (zero disables the cache).
     pub keyframe_cache_age: Duration,
     /// `media.max_peers_per_shard`.
@@ -70,6 +72,7 @@ impl Default for Config {
             server_link: Link::with_delay(Duration::ZERO),
             keyframe_interval: media.keyframe_interval,
             connect_timeout: media.connect_timeout,
+            ice_timeout: media.ice_timeout,
             keyframe_cache_age: media.keyframe_cache_max_age,
             max_peers: media.max_peers_per_shard,
             record: false,
@@ -125,6 +128,7 @@ impl Sim {
                 announce: addr,
                 keyframe_interval: cfg.keyframe_interval,
                 connect_timeout: cfg.connect_timeout,
+                ice_timeout: cfg.ice_timeout,
                 max_peers: cfg.max_peers,
                 keyframe_cache_age: cfg.keyframe_cache_age,
                 record_layer: 0,

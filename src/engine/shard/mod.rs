@@ -65,6 +65,8 @@ pub struct Settings {
     pub keyframe_interval: Duration,
     /// ICE+DTLS must complete within this.
     pub connect_timeout: Duration,
+    /// ICE must succeed within this (at most `connect_timeout` applies).
+    pub ice_timeout: Duration,
     /// Peer cap.
     pub max_peers: usize,
     /// Start joining viewers from a cached keyframe at most this old (zero disables).
@@ -386,6 +388,12 @@ impl Core {
             self.remove(idx, false);
             return;
         }
+        if !p.ice_done && now.duration_since(p.created) >= self.s.ice_timeout {
+            tracing::info!(peer = p.id, "ICE timeout");
+            self.metrics.ice_timeouts.inc();
+            self.remove(idx, false);
+            return;
+        }
         if p.start_at.is_some_and(|t| t <= now) {
             p.start_at = None;
             let show = p.show.clone();
@@ -411,10 +419,10 @@ impl Core {
                 Some(t) => p.deadline.min(t),
                 None => p.deadline,
             };
-            if p.connected {
-                d
-            } else {
-                d.min(p.created + self.s.connect_timeout)
+            match (p.connected, p.ice_done) {
+                (true, _) => d,
+                (false, true) => d.min(p.created + self.s.connect_timeout),
+                (false, false) => d.min(p.created + self.s.connect_timeout.min(self.s.ice_timeout)),
             }
         });
         let gates = self
@@ -438,6 +446,9 @@ impl Core {
             }
             if !p.connected && p.created + self.s.connect_timeout <= now {
                 out.push((p.id, "connect".into()));
+            }
+            if !p.ice_done && p.created + self.s.ice_timeout <= now {
+                out.push((p.id, "ice".into()));
             }
         }
         out
@@ -536,6 +547,9 @@ impl Core {
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 p.rtc.disconnect();
             }
+            RtcEvent::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => p.ice_done = true,
             RtcEvent::MediaAdded(m) => {
                 // Normally already set up in `accept`; covers media added later.
                 match (p.role, m.kind) {
