@@ -144,6 +144,22 @@ impl App {
         }
     }
 
+    /// A shard's thread died with its peers: end every session it held as if each peer had
+    /// reported `Gone`, so caps, counts, the publisher slot and the live flag are released.
+    pub fn shard_lost(&self, shard: usize) {
+        let peers = self.registry.peers_on_shard(shard);
+        tracing::error!(
+            shard,
+            sessions = peers.len(),
+            "media shard lost; ending its sessions"
+        );
+        self.metrics.sessions_lost.inc_by(peers.len() as u64);
+        for peer in peers {
+            self.live.inboxes.close(peer);
+            self.session_gone(peer);
+        }
+    }
+
     /// Handle a media-plane event.
     pub fn on_engine_event(self: &Arc<Self>, ev: Event) {
         match ev {
@@ -176,6 +192,7 @@ impl App {
                 self.live.inboxes.close(peer);
                 self.session_gone(peer)
             }
+            Event::ShardLost { shard } => self.shard_lost(shard),
             Event::ChannelOpen { peer, .. } => {
                 tokio::spawn(crate::live::on_channel_open(self.clone(), peer));
             }

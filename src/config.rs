@@ -150,9 +150,14 @@ pub struct Media {
     /// disables the cache.
     #[serde(with = "humantime_serde_compat")]
     pub keyframe_cache_max_age: Duration,
-    /// A peer that has not completed ICE within this time is dropped.
+    /// A peer that has not completed ICE and DTLS within this time is dropped.
     #[serde(with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// A peer whose ICE has not even succeeded within this time (no STUN check from it got
+    /// through: an offer posted and abandoned, or a client that cannot reach the media port) is
+    /// dropped sooner than `connect_timeout`, so such sessions cannot pile up.
+    #[serde(with = "humantime_serde_compat")]
+    pub ice_timeout: Duration,
     /// Maximum peers per shard; further offers get 503.
     pub max_peers_per_shard: usize,
 }
@@ -202,6 +207,12 @@ pub struct Commerce {
     pub max_qty_per_order: u32,
     /// Buys a viewer may place per minute.
     pub buys_per_minute: u32,
+    /// Buys from one client address per minute, over all its sessions and shows (0: no cap).
+    /// Anonymous viewers are free to open many sessions, each with its own viewer id: this is
+    /// what bounds one address's buying.
+    pub buys_per_minute_per_ip: u32,
+    /// Buys in one show per minute, over all its viewers (0: no cap).
+    pub buys_per_minute_per_show: u32,
     /// Questions a viewer may ask per minute.
     pub questions_per_minute: u32,
     /// Longest question, in characters.
@@ -260,6 +271,7 @@ impl Default for Media {
             keyframe_interval: Duration::from_millis(500),
             keyframe_cache_max_age: Duration::from_millis(1000),
             connect_timeout: Duration::from_secs(15),
+            ice_timeout: Duration::from_secs(10),
             max_peers_per_shard: 10_000,
         }
     }
@@ -298,6 +310,8 @@ impl Default for Commerce {
         Commerce {
             max_qty_per_order: 10,
             buys_per_minute: 30,
+            buys_per_minute_per_ip: 120,
+            buys_per_minute_per_show: 0,
             questions_per_minute: 6,
             max_question_chars: 500,
             webhook_urls: Vec::new(),

@@ -45,8 +45,11 @@ pub struct Metrics {
     bwe_estimate: HistogramVec,
     dc_refused: IntCounterVec,
     shard_panics: IntCounterVec,
+    ice_timeouts: IntCounterVec,
     /// Shards whose thread has stopped (0 when healthy); `/healthz` fails while it is not 0.
     pub shards_dead: IntGauge,
+    /// Sessions ended because the shard holding their peer stopped.
+    pub sessions_lost: IntCounter,
     /// Inbound data-channel messages dropped because the peer's in-order queue was full.
     pub dc_queue_dropped: IntCounter,
     /// Shows with a publisher connected.
@@ -55,6 +58,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// Orders by status.
     pub orders: IntCounterVec,
+    /// Buys refused by a rate limit, by scope (viewer, show, ip).
+    pub buys_limited: IntCounterVec,
     /// Commerce events fanned out to viewers.
     pub events_fanned_out: IntCounterVec,
     /// Time from an event's cause (seller message / API call) to its hand-off to the shards.
@@ -181,6 +186,8 @@ pub struct ShardMetrics {
     pub publishers: IntGauge,
     /// Viewers on the shard (connected or connecting).
     pub viewers: IntGauge,
+    /// Peers dropped because their ICE never succeeded (`media.ice_timeout`).
+    pub ice_timeouts: IntCounter,
     /// Media packets received from publishers.
     pub packets_in: IntCounter,
     /// UDP datagrams sent.
@@ -235,6 +242,15 @@ pub struct ShardMetrics {
 }
 
 impl ShardMetrics {
+    /// The shard's thread is gone with its peers: its peer gauges go to zero.
+    pub fn clear_peers(&self) {
+        self.publishers.set(0);
+        self.viewers.set(0);
+        for g in &self.layer_viewers {
+            g.set(0);
+        }
+    }
+
     /// Video packets in, for a layer.
     pub fn layer_packets_in(&self, layer: u8) -> &IntCounter {
         &self.layer_in[(layer as usize).min(2)]
@@ -377,6 +393,10 @@ impl Metrics {
             "hawker_shards_dead",
             "Shard threads that have stopped; /healthz fails while this is not 0",
         );
+        let sessions_lost = plain(
+            "hawker_sessions_lost_total",
+            "WHIP/WHEP sessions ended because the shard holding their peer stopped",
+        );
         let dc_queue_dropped = plain(
             "hawker_datachannel_queue_dropped_total",
             "Inbound data-channel messages dropped because the peer's in-order queue was full",
@@ -425,9 +445,11 @@ impl Metrics {
             switches: counter(&r, "hawker_media_layer_switches_total", "Viewer layer switches, by direction (up/down)", &["shard", "direction"]),
             ignored: counter(&r, "hawker_media_simulcast_ignored_total", "Publisher video packets not forwarded: unknown_rid, rid_reused (a second SSRC for one rid), no_sender_report (layer not yet on the show clock)", &["shard", "reason"]),
             shards_dead,
+            sessions_lost,
             dc_queue_dropped,
             dc_refused: counter(&r, "hawker_datachannel_messages_refused_total", "Inbound data-channel messages refused in the shard before any copy, by reason (too_large, rate_limited)", &["shard", "reason"]),
             shard_panics: counter(&r, "hawker_shard_panics_total", "Panics caught in a shard's peer operations (the peer was dropped)", s),
+            ice_timeouts: counter(&r, "hawker_ice_timeouts_total", "Peers dropped because their ICE never succeeded within media.ice_timeout", s),
             http_connections,
             http_connections_refused,
             webhook_outbox_pending,
@@ -463,6 +485,7 @@ impl Metrics {
             shows_live,
             http_requests: counter(&r, "hawker_http_requests_total", "HTTP requests by route and status", &["route", "status"]),
             orders: counter(&r, "hawker_orders_total", "Buy requests answered, by status", &["status"]),
+            buys_limited: counter(&r, "hawker_buys_limited_total", "Buys refused with rate_limited, by the limit that refused them (viewer: commerce.buys_per_minute, show: commerce.buys_per_minute_per_show, ip: commerce.buys_per_minute_per_ip)", &["scope"]),
             events_fanned_out: counter(&r, "hawker_events_fanned_out_total", "Commerce events sent to viewers, by type", &["type"]),
             event_fanout_seconds: fanout,
             highlight_buys: counter(&r, "hawker_highlight_buys_total", "Confirmed orders placed from the current highlight, by show (per sku: the orders API)", &["show"]),
@@ -486,6 +509,7 @@ impl Metrics {
         ShardMetrics {
             publishers: self.peers.with_label_values(&["publisher", l[0]]),
             viewers: self.peers.with_label_values(&["viewer", l[0]]),
+            ice_timeouts: self.ice_timeouts.with_label_values(&l),
             packets_in: self.packets_in.with_label_values(&l),
             packets_out: self.packets_out.with_label_values(&l),
             bytes_in: self.bytes_in.with_label_values(&l),

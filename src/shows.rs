@@ -296,6 +296,16 @@ impl Registry {
         Some(s)
     }
 
+    /// Peers of the sessions on one shard.
+    pub fn peers_on_shard(&self, shard: usize) -> Vec<PeerId> {
+        self.sessions
+            .lock()
+            .values()
+            .filter(|s| s.shard == shard)
+            .map(|s| s.peer)
+            .collect()
+    }
+
     /// Number of sessions by role.
     pub fn session_count(&self, role: Role) -> usize {
         self.sessions

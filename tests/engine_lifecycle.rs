@@ -1,7 +1,7 @@
 //! Peer life cycle on the virtual-time harness (`hawker::sim`): the settle delay between a
 //! viewer's `Connected` and its first media, the connect timeout for peers that never finish
-//! ICE + DTLS, viewers waiting before the seller, and viewers leaving by DELETE, by closing,
-//! or by vanishing from the network.
+//! ICE + DTLS, the shorter ICE timeout for peers that never even finish ICE, viewers waiting before the seller, and viewers leaving by DELETE, by closing,
+//! or by vanishing from the network; links with no delay at all.
 
 use std::time::Duration;
 
@@ -177,4 +177,60 @@ fn a_shard_uses_one_dtls_certificate_for_all_its_peers() {
             "viewer {v} got no video"
         );
     }
+
+/// Links with no delay measure an RTT of zero. str0m then rechecks a viewer's bandwidth
+/// estimator "one RTT later", that is at once, every time: a shard spinning on one peer (the
+/// harness sees a deadline that never moves). The engine spaces those rechecks
+/// (`BWE_RECHECK_MIN`); the viewer gets its media and time moves on in bounded steps.
+#[test]
+fn zero_delay_links_make_progress() {
+    let mut sim = sim(13);
+    let _p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(Duration::ZERO))
+        .unwrap();
+    sim.run_for(Duration::from_millis(300));
+    let v = sim
+        .view(SHOW, Some(0), Link::with_delay(Duration::ZERO))
+        .unwrap();
+    let steps = sim.steps();
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.peer(v).first_video().is_some_and(|r| r.keyframe));
+    let video = sim.peer(v).video().count();
+    assert!(video > 100, "{video} video packets in 2 s");
+    // Frames, audio, feedback and one recheck per millisecond at most: well under 10 per ms.
+    let taken = sim.steps() - steps;
+    assert!(taken < 20_000, "{taken} steps for 2 s");
+}
+
+#[test]
+fn peers_whose_ice_never_succeeds_are_dropped_at_the_ice_timeout() {
+    let mut sim = Sim::new(Config {
+        shards: 1,
+        seed: 14,
+        connect_timeout: Duration::from_secs(30),
+        ice_timeout: Duration::from_secs(2),
+        ..Config::default()
+    });
+    let _p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(DELAY))
+        .unwrap();
+    sim.run_for(Duration::from_millis(200));
+    let ghost = sim.view(SHOW, Some(0), Link::with_delay(DELAY)).unwrap();
+    let added = sim.now();
+    sim.vanish(ghost);
+    let fine = sim.view(SHOW, Some(0), Link::with_delay(DELAY)).unwrap();
+    sim.run_for(Duration::from_secs(3));
+    let gone = sim
+        .gone_event(ghost)
+        .expect("dropped at the ICE timeout, long before the connect timeout");
+    let after = gone - added;
+    assert!(
+        after >= Duration::from_secs(2) && after <= Duration::from_millis(2100),
+        "dropped {after:?} after it was added"
+    );
+    assert_eq!(sim.shard_metrics(0).ice_timeouts.get(), 1);
+    // A peer whose ICE succeeded is not touched by it.
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.gone_event(fine).is_none(), "a connected viewer stays");
+    assert!(sim.peer(fine).received.len() > 100);
 }

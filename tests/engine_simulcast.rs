@@ -10,6 +10,9 @@
 //!   a frame each of them received. Audio is never dropped.
 //! * `quality_cap_from_whep_and_events`: `?quality=low` holds a viewer on the lowest layer
 //!   on an unlimited link; a `quality` message on `events` moves it to the top.
+//! * `a_new_target_before_the_first_keyframe_is_asked_for`: a viewer whose target changes
+//!   while it waits for its first keyframe (publisher sending keyframes only on request, no
+//!   cache) asks for a keyframe of the new target and starts on it.
 
 use std::time::Duration;
 
@@ -207,4 +210,66 @@ fn quality_cap_from_whep_and_events() {
         "a lower cap moves the viewer down at once (next keyframe)"
     );
     check_switches(&sim, v);
+}
+
+#[test]
+fn a_new_target_before_the_first_keyframe_is_asked_for() {
+    // No keyframe cache, a publisher that sends keyframes only when asked: a viewer starts on
+    // the keyframe it asked for, or never.
+    let mut sim = Sim::new(Config {
+        shards: 1,
+        seed: 7,
+        keyframe_cache_age: Duration::ZERO,
+        ..Config::default()
+    });
+    let cfg = Publish {
+        codec: Codec::Vp8,
+        // The middle layer fits the viewer's starting estimate (300 kbit/s) with room for the
+        // harness's per-frame overheads, the top does not.
+        simulcast: vec![20, 40, 1500],
+        gop: None,
+        ..Publish::default()
+    };
+    // A far publisher: an asked-for keyframe is back no sooner than 200 ms later.
+    let publisher = sim
+        .publish(SHOW, cfg, Link::with_delay(Duration::from_millis(100)))
+        .unwrap();
+    sim.run_for(Duration::from_millis(1500));
+    let requests = sim.peer(publisher).keyframe_requests.len();
+    let near = Duration::from_millis(5);
+    let v = sim.view(SHOW, None, Link::with_delay(near)).unwrap();
+    // The settle delay is over (the viewer asked for a keyframe of the middle layer) and its
+    // events channel is open; no video yet.
+    let ready = sim.run_until(Duration::from_secs(2), |s| {
+        s.peer(v).channel_at.is_some()
+            && s.connected_event(v)
+                .is_some_and(|t| s.now() >= t + Duration::from_millis(45))
+    });
+    assert!(ready, "viewer connected with its events channel");
+    assert!(
+        sim.peer(v).first_video().is_none(),
+        "no video before the change"
+    );
+    assert!(sim.say(v, r#"{"type":"quality","quality":"low"}"#));
+    let asked = sim.now();
+    let started = sim.run_until(Duration::from_secs(3), |s| {
+        s.peer(v).first_video().is_some()
+    });
+    assert!(started, "the viewer never started after its target changed");
+    let first = sim.peer(v).first_video().unwrap();
+    assert!(first.keyframe && first.layer == Some(0), "{first:?}");
+    assert!(
+        first.at - asked < Duration::from_millis(400),
+        "started {:?} after the change",
+        first.at - asked
+    );
+    // The harness's publisher answers any request with a keyframe on every layer, so the
+    // start alone does not show the new target was asked for; the requests do: one for the
+    // first target, one for the new one (a browser answers per layer, and would send nothing
+    // for the layer nobody asked).
+    let asked_for = sim.peer(publisher).keyframe_requests.len() - requests;
+    assert!(
+        asked_for >= 2,
+        "{asked_for} keyframe request(s): the new target's was never sent"
+    );
 }

@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         announce: "127.0.0.1:5000".parse().unwrap(),
         keyframe_interval: Duration::from_millis(300),
         connect_timeout: Duration::from_secs(5),
+        ice_timeout: Duration::from_secs(5),
         max_peers: 10,
         keyframe_cache_age: Duration::from_secs(1),
         record_layer: 0,

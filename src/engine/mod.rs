@@ -90,6 +90,10 @@ pub enum Error {
     /// The shard this peer must live on (a show's home shard, for a publisher) has stopped.
     #[error("media shard {0} has stopped")]
     ShardDown(usize),
+    /// The shard failed while setting the peer up (a caught panic): the peer was dropped and
+    /// no session exists, whatever the offer was.
+    #[error("the session could not be started")]
+    Failed,
 }
 
 /// One show's video clock, written by its home shard and read by the control plane (events
@@ -273,6 +277,12 @@ pub enum Event {
         /// The message.
         text: String,
     },
+    /// A shard's thread stopped (a panic outside any peer operation, or its poll failed): every
+    /// peer it held is gone without a `Gone` of its own. The control plane ends their sessions.
+    ShardLost {
+        /// The shard.
+        shard: usize,
+    },
 }
 
 /// A shard as seen from outside.
@@ -350,6 +360,7 @@ impl Engine {
                 announce: handles[i].addr,
                 keyframe_interval: cfg.media.keyframe_interval,
                 connect_timeout: cfg.media.connect_timeout,
+                ice_timeout: cfg.media.ice_timeout,
                 max_peers: cfg.media.max_peers_per_shard,
                 keyframe_cache_age: cfg.media.keyframe_cache_max_age,
             };
@@ -362,7 +373,10 @@ impl Engine {
             let d = driver::Driver::new(core, sock, poll, rx, links.clone(), events.clone())?
                 .with_recorder(recorder.clone());
             let alive = handles[i].alive.clone();
+            let peers = handles[i].peers.clone();
+            let gauges = metrics.shard(i);
             let dead = metrics.shards_dead.clone();
+            let lost = events.clone();
             let t = std::thread::Builder::new()
                 .name(format!("hawker-shard-{i}"))
                 .spawn(move || {
@@ -372,6 +386,11 @@ impl Engine {
                     if !clean {
                         dead.inc();
                         tracing::error!(shard = i, "shard thread stopped; its peers are lost");
+                        // The core died with its peer table: nobody else will count them out.
+                        peers.store(0, Ordering::SeqCst);
+                        gauges.clear_peers();
+                        // After every event the shard sent while alive (same channel, FIFO).
+                        let _ = lost.send(Event::ShardLost { shard: i });
                     }
                 })?;
             handles[i].thread = Some(t);

@@ -82,6 +82,7 @@ impl From<crate::engine::Error> for ApiError {
             E::Full => ApiError::Unavailable("server at capacity".into()),
             E::ShuttingDown => ApiError::Unavailable("server shutting down".into()),
             E::ShardDown(i) => ApiError::Unavailable(format!("media shard {i} has stopped")),
+            E::Failed => ApiError::Internal("the session could not be started".into()),
         }
     }
 }

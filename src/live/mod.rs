@@ -100,12 +100,45 @@ impl Inboxes {
     }
 }
 
+/// Which buy limit refused a buy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuyLimit {
+    /// `commerce.buys_per_minute`, per viewer and show.
+    Viewer,
+    /// `commerce.buys_per_minute_per_show`.
+    Show,
+    /// `commerce.buys_per_minute_per_ip`.
+    Ip,
+}
+
+impl BuyLimit {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuyLimit::Viewer => "viewer",
+            BuyLimit::Show => "show",
+            BuyLimit::Ip => "ip",
+        }
+    }
+
+    fn message(self, wait: Duration) -> String {
+        let ms = wait.as_millis().min(60_000);
+        match self {
+            BuyLimit::Viewer => format!("too many buys; retry in {ms} ms"),
+            BuyLimit::Show => format!("too many buys in this show; retry in {ms} ms"),
+            BuyLimit::Ip => format!("too many buys from this address; retry in {ms} ms"),
+        }
+    }
+}
+
 /// Live commerce state of the whole server.
 pub struct State {
     /// The per-peer inbound queues.
     pub inboxes: Inboxes,
     shows: Mutex<HashMap<String, ShowState>>,
     buys: Mutex<RateLimiter<String>>,
+    buys_per_show: Option<Mutex<RateLimiter<Arc<str>>>>,
+    buys_per_ip: Option<Mutex<RateLimiter<std::net::IpAddr>>>,
     questions: Mutex<RateLimiter<String>>,
 }
 
@@ -121,13 +154,38 @@ pub enum Origin {
 impl State {
     /// Fresh state with the configured rate limits.
     pub fn new(cfg: &crate::config::Commerce) -> State {
-        let per_min = |n: u32| RateLimiter::new(n as f64 / 60.0, n.max(1), 1_000_000);
+        fn per_min<K: std::hash::Hash + Eq + Clone>(n: u32) -> RateLimiter<K> {
+            RateLimiter::new(n as f64 / 60.0, n.max(1), 1_000_000)
+        }
         State {
             inboxes: Inboxes::default(),
             shows: Mutex::new(HashMap::new()),
             buys: Mutex::new(per_min(cfg.buys_per_minute)),
+            buys_per_show: (cfg.buys_per_minute_per_show > 0)
+                .then(|| Mutex::new(per_min(cfg.buys_per_minute_per_show))),
+            buys_per_ip: (cfg.buys_per_minute_per_ip > 0)
+                .then(|| Mutex::new(per_min(cfg.buys_per_minute_per_ip))),
             questions: Mutex::new(per_min(cfg.questions_per_minute)),
         }
+    }
+
+    /// Take a buy token from every limit that applies to this session: the viewer's own, the
+    /// show's and the client address's. Which one refused, and when to retry, if one did.
+    pub fn admit_buy(&self, s: &Session, now: Instant) -> Result<(), (BuyLimit, Duration)> {
+        let key = format!("{}/{}", s.show.id, s.sub);
+        self.buys
+            .lock()
+            .check(&key, now)
+            .map_err(|w| (BuyLimit::Viewer, w))?;
+        if let Some(l) = &self.buys_per_show {
+            l.lock()
+                .check(&s.show.id, now)
+                .map_err(|w| (BuyLimit::Show, w))?;
+        }
+        if let (Some(l), Some(ip)) = (&self.buys_per_ip, s.ip) {
+            l.lock().check(&ip, now).map_err(|w| (BuyLimit::Ip, w))?;
+        }
+        Ok(())
     }
 
     /// The current highlight of a show.
@@ -284,24 +342,17 @@ async fn buy(app: &App, s: &Session, b: protocol::Buy) {
         .flatten();
     let limited = match prior {
         Some(_) => Ok(()),
-        None => app
-            .live
-            .buys
-            .lock()
-            .check(&format!("{}/{}", s.show.id, s.sub), Instant::now()),
+        None => app.live.admit_buy(s, Instant::now()),
     };
-    if let Err(wait) = limited {
+    if let Err((limit, wait)) = limited {
+        app.metrics
+            .buys_limited
+            .with_label_values(&[limit.as_str()])
+            .inc();
         return reply(
             app,
             s,
-            protocol::error(
-                ErrorCode::RateLimited,
-                &format!(
-                    "too many buys; retry in {} ms",
-                    wait.as_millis().min(60_000)
-                ),
-                rid,
-            ),
+            protocol::error(ErrorCode::RateLimited, &limit.message(wait), rid),
         );
     }
     // A replay viewer buys from the current catalog at a moment of the recording: the order

@@ -53,6 +53,8 @@ pub struct Config {
     pub keyframe_interval: Duration,
     /// `media.connect_timeout`.
     pub connect_timeout: Duration,
+    /// `media.ice_timeout`.
+    pub ice_timeout: Duration,
     /// `media.keyframe_cache_max_age` (zero disables the cache).
     pub keyframe_cache_age: Duration,
     /// `media.max_peers_per_shard`.
@@ -70,6 +72,7 @@ impl Default for Config {
             server_link: Link::with_delay(Duration::ZERO),
             keyframe_interval: media.keyframe_interval,
             connect_timeout: media.connect_timeout,
+            ice_timeout: media.ice_timeout,
             keyframe_cache_age: media.keyframe_cache_max_age,
             max_peers: media.max_peers_per_shard,
             record: false,
@@ -131,6 +134,7 @@ impl Sim {
                 announce: addr,
                 keyframe_interval: cfg.keyframe_interval,
                 connect_timeout: cfg.connect_timeout,
+                ice_timeout: cfg.ice_timeout,
                 max_peers: cfg.max_peers,
                 keyframe_cache_age: cfg.keyframe_cache_age,
             };
@@ -534,11 +538,21 @@ impl Sim {
         };
         if t <= self.now {
             self.stalled += 1;
-            assert!(
-                self.stalled < 10_000,
-                "no progress at {:?}: a deadline is reported but never served",
-                self.elapsed()
-            );
+            if self.stalled >= 10_000 {
+                let cores: Vec<_> = (self.cores.iter().enumerate())
+                    .map(|(i, c)| (i, c.due(self.now)))
+                    .filter(|(_, d)| !d.is_empty())
+                    .collect();
+                let peers: Vec<_> = (self.peers.iter())
+                    .filter(|p| p.next_deadline().is_some_and(|d| d <= self.now))
+                    .map(|p| p.id)
+                    .collect();
+                panic!(
+                    "no progress at {:?}: a deadline is reported but never served \
+                     (due on shards: {cores:?}; client peers due: {peers:?})",
+                    self.elapsed()
+                );
+            }
         } else {
             self.stalled = 0;
         }

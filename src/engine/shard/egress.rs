@@ -73,13 +73,16 @@ impl Core {
                 show.out.cache(mp);
             }
         }
-        // Index loop: forward_one() needs &mut self. Viewers removed meanwhile are skipped.
-        let n = show.viewers.len();
-        for i in 0..n {
-            let Some(&idx) = self.shows.get(&mp.show).and_then(|s| s.viewers.get(i)) else {
-                break;
-            };
-            self.forward_one(now, idx, mp);
+        // Index loop: forward_one() needs &mut self. Each viewer's forward is guarded on its
+        // own: a panic drops that viewer, not the publisher whose datagram brought the packet
+        // nor (for a packet from another shard) the whole shard.
+        let mut i = 0;
+        while let Some(&idx) = self.shows.get(&mp.show).and_then(|s| s.viewers.get(i)) {
+            self.guarded(idx, |core| core.forward_one(now, idx, mp));
+            // A dropped viewer left the list: the next one is now at `i`.
+            if self.shows.get(&mp.show).and_then(|s| s.viewers.get(i)) == Some(&idx) {
+                i += 1;
+            }
         }
     }
 
@@ -134,7 +137,11 @@ impl Core {
         };
         let changed = video.fwd.target_layer != choice.target;
         video.fwd.target_layer = choice.target;
-        let waiting = video.fwd.layer() != Some(choice.target) && video.fwd.is_forwarding();
+        // Not yet on the target, whether forwarding another layer or nothing yet: a viewer
+        // waiting for its first keyframe needs one of the new target, or it waits for the
+        // publisher's next periodic keyframe (none at all from a publisher sending only on
+        // request).
+        let waiting = video.fwd.layer() != Some(choice.target);
         if choice.probe != p.probe {
             p.probe = choice.probe;
             let (min, desired) = match choice.probe {
@@ -162,6 +169,10 @@ impl Core {
         if !p.connected || p.start_at.is_some() {
             return;
         }
+        self.check_forward_fault(idx);
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
         if mp.pkt.track == Track::Video && p.next_select.is_some_and(|t| t <= now) {
             self.select_layer(now, idx);
         }
@@ -237,39 +248,45 @@ impl Core {
             ),
         };
         for idx in targets {
-            let Some(p) = self.peers.get_mut(idx) else {
-                continue;
-            };
-            let Some(cid) = p.channel else { continue };
-            let mut batch: Vec<Arc<str>> = Vec::new();
-            if greet {
-                // The greeting (snapshot) goes first, then what was held back meanwhile.
-                batch.push(text.clone());
-                batch.extend(p.held_text.take().unwrap_or_default());
-            } else if let Some(held) = p.held_text.as_mut() {
-                // Not greeted yet: hold broadcasts so the snapshot stays the first message.
-                if held.len() < HELD_TEXT_MAX {
-                    held.push(text.clone());
-                } else {
-                    self.metrics.dc_dropped.inc();
-                }
-                continue;
-            } else {
-                batch.push(text.clone());
-            }
-            for t in batch {
-                let ok = p
-                    .rtc
-                    .channel(cid)
-                    .map(|mut c| c.write(false, t.as_bytes()).unwrap_or(false))
-                    .unwrap_or(false);
-                if ok {
-                    self.metrics.dc_messages_out.inc();
-                } else {
-                    self.metrics.dc_dropped.inc();
-                }
-            }
-            self.drain(now, idx);
+            // Per peer, like a packet: a panic costs that peer, not the shard.
+            self.guarded(idx, |core| core.text_one(now, idx, text, greet));
         }
+    }
+
+    /// Text on one peer's `events` channel (held until its greeting, unless it is that).
+    fn text_one(&mut self, now: Instant, idx: usize, text: &Arc<str>, greet: bool) {
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        let Some(cid) = p.channel else { return };
+        let mut batch: Vec<Arc<str>> = Vec::new();
+        if greet {
+            // The greeting (snapshot) goes first, then what was held back meanwhile.
+            batch.push(text.clone());
+            batch.extend(p.held_text.take().unwrap_or_default());
+        } else if let Some(held) = p.held_text.as_mut() {
+            // Not greeted yet: hold broadcasts so the snapshot stays the first message.
+            if held.len() < HELD_TEXT_MAX {
+                held.push(text.clone());
+            } else {
+                self.metrics.dc_dropped.inc();
+            }
+            return;
+        } else {
+            batch.push(text.clone());
+        }
+        for t in batch {
+            let ok = p
+                .rtc
+                .channel(cid)
+                .map(|mut c| c.write(false, t.as_bytes()).unwrap_or(false))
+                .unwrap_or(false);
+            if ok {
+                self.metrics.dc_messages_out.inc();
+            } else {
+                self.metrics.dc_dropped.inc();
+            }
+        }
+        self.drain(now, idx);
     }
 }

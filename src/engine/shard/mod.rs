@@ -18,10 +18,12 @@
 //! keyframe cache, greeting hold), [`inbound`] (data-channel size and rate, before any copy),
 //! `stun` (routing a first STUN check).
 //!
-//! A peer's datagrams, timers and offer run under `catch_unwind`: a panic there drops that peer
-//! (with its [`Event::Gone`]) and counts in `hawker_shard_panics_total`; the shard serves on.
-//! A panic anywhere else (fan-out, text to many viewers) ends the thread, which the engine
-//! notices (`Handle::alive`): `/healthz` fails and no new peer is routed to the shard.
+//! A peer's datagrams, timers and offer, and each forward of a packet or a text to one viewer,
+//! run under `catch_unwind`: a panic there drops that peer (with its [`Event::Gone`]) and
+//! counts in `hawker_shard_panics_total`; the shard serves on. A peer dropped while its offer
+//! is being answered gets an error, not the answer. A panic anywhere else ends the thread,
+//! which the engine notices (`Handle::alive`): `/healthz` fails, no new peer is routed to the
+//! shard, and the control plane ends the shard's sessions (`Event::ShardLost`).
 
 mod accept;
 mod egress;
@@ -41,7 +43,7 @@ use str0m::bwe::BweKind;
 use str0m::config::DtlsCert;
 use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Reason};
 
 use super::dtls::Failure;
 use super::forwarder::Track;
@@ -64,6 +66,8 @@ pub struct Settings {
     pub keyframe_interval: Duration,
     /// ICE+DTLS must complete within this.
     pub connect_timeout: Duration,
+    /// ICE must succeed within this (at most `connect_timeout` applies).
+    pub ice_timeout: Duration,
     /// Peer cap.
     pub max_peers: usize,
     /// Start joining viewers from a cached keyframe at most this old (zero disables).
@@ -93,6 +97,13 @@ impl ToOthers {
 /// client's processing of the last DTLS flight, and media written before it has its SRTP keys
 /// would be dropped (a lost keyframe costs a whole GOP).
 pub const VIEWER_SETTLE: Duration = Duration::from_millis(40);
+
+/// The soonest a peer's bandwidth-estimation delay controller is checked again after a check.
+/// str0m waits one RTT between checks while it has no fresh TWCC report; on a link whose RTT
+/// measures as zero that is no wait at all, and the shard would spin. Capped this way an idle
+/// peer costs at most 1000 wake-ups a second, and a timer due meanwhile (the pacer's) is late
+/// by at most this, which is the driver's own timer granularity (mio rounds to milliseconds).
+pub const BWE_RECHECK_MIN: Duration = Duration::from_millis(1);
 
 /// Show state on one shard.
 struct LocalShow {
@@ -146,6 +157,9 @@ pub struct Core {
     /// The peer whose next operation panics ([`Fault::Peer`]).
     #[cfg(feature = "fault-injection")]
     doomed: Option<PeerId>,
+    /// The viewer whose next forwarded packet panics ([`Fault::Forward`]).
+    #[cfg(feature = "fault-injection")]
+    doomed_forward: Option<PeerId>,
 }
 
 /// A fault to inject, to test that a panic costs one peer and a dead shard is noticed. Only
@@ -155,6 +169,9 @@ pub struct Core {
 pub enum Fault {
     /// The next operation on this peer panics (caught: the peer is dropped).
     Peer(PeerId),
+    /// The next packet forwarded to this viewer panics, inside the fan-out of a publisher's
+    /// packet (caught per viewer: only that viewer is dropped).
+    Forward(PeerId),
     /// The shard panics outside any peer operation (its thread dies).
     Shard,
 }
@@ -197,6 +214,8 @@ impl Core {
             dtls_cert: shard_cert(),
             #[cfg(feature = "fault-injection")]
             doomed: None,
+            #[cfg(feature = "fault-injection")]
+            doomed_forward: None,
         }
     }
 
@@ -235,6 +254,8 @@ impl Core {
             Msg::Shutdown => self.shutdown(),
             #[cfg(feature = "fault-injection")]
             Msg::Inject(Fault::Peer(id)) => self.doomed = Some(id),
+            #[cfg(feature = "fault-injection")]
+            Msg::Inject(Fault::Forward(id)) => self.doomed_forward = Some(id),
             #[cfg(feature = "fault-injection")]
             Msg::Inject(Fault::Shard) => panic!("injected fault in shard {}", self.s.index),
         }
@@ -306,10 +327,20 @@ impl Core {
         }
         self.peer_count.store(self.peers.len(), Ordering::Relaxed);
         self.peer_gauge(role).inc();
-        self.guarded(idx, |core| core.drain(now, idx));
+        self.guarded(idx, |core| {
+            core.check_fault(idx);
+            core.drain(now, idx)
+        });
+        // A panic in that first drain dropped the peer (and reported it gone): answering with
+        // the SDP would tell the client a session exists that does not.
+        let alive = self.peers.get_mut(idx).is_some_and(|p| p.id == id);
         self.replies.push(Reply::Added {
             peer: id,
-            result: Ok(answer),
+            result: if alive {
+                Ok(answer)
+            } else {
+                Err(super::Error::Failed)
+            },
         });
     }
 
@@ -389,6 +420,12 @@ impl Core {
             self.remove(idx, false);
             return;
         }
+        if !p.ice_done && now.duration_since(p.created) >= self.s.ice_timeout {
+            tracing::info!(peer = p.id, "ICE timeout");
+            self.metrics.ice_timeouts.inc();
+            self.remove(idx, false);
+            return;
+        }
         if p.start_at.is_some_and(|t| t <= now) {
             p.start_at = None;
             let show = p.show.clone();
@@ -414,10 +451,10 @@ impl Core {
                 Some(t) => p.deadline.min(t),
                 None => p.deadline,
             };
-            if p.connected {
-                d
-            } else {
-                d.min(p.created + self.s.connect_timeout)
+            match (p.connected, p.ice_done) {
+                (true, _) => d,
+                (false, true) => d.min(p.created + self.s.connect_timeout),
+                (false, false) => d.min(p.created + self.s.connect_timeout.min(self.s.ice_timeout)),
             }
         });
         let gates = self
@@ -426,6 +463,27 @@ impl Core {
             .filter_map(|s| s.home.as_ref())
             .flat_map(|h| h.layers.iter().filter_map(|l| l.gate.deadline()));
         peers.chain(gates).min()
+    }
+
+    /// What is due at `now` (peers by id, with which of their timers), to explain a deadline
+    /// that stays due: tests and diagnostics.
+    pub fn due(&self, now: Instant) -> Vec<(PeerId, String)> {
+        let mut out = Vec::new();
+        for p in self.peers.iter() {
+            if p.deadline <= now {
+                out.push((p.id, format!("rtc {:?}", p.rtc.last_timeout_reason())));
+            }
+            if p.start_at.is_some_and(|t| t <= now) {
+                out.push((p.id, "settle".into()));
+            }
+            if !p.connected && p.created + self.s.connect_timeout <= now {
+                out.push((p.id, "connect".into()));
+            }
+            if !p.ice_done && p.created + self.s.ice_timeout <= now {
+                out.push((p.id, "ice".into()));
+            }
+        }
+        out
     }
 
     /// Poll one peer until it times out, collecting transmits and handling events.
@@ -443,6 +501,13 @@ impl Core {
                     Ok(Output::Transmit(t)) => self.transmits.push(t),
                     Ok(Output::Timeout(t)) => {
                         p.deadline = t;
+                        if p.rtc.last_timeout_reason() == Reason::BweDelayControl {
+                            // Without recent TWCC feedback, str0m rechecks its delay controller
+                            // one smoothed RTT after each check; an RTT of zero (loopback, or
+                            // rounded down) makes that `now`, every time: a shard spinning on
+                            // one peer. Nothing there is urgent; see `BWE_RECHECK_MIN`.
+                            p.deadline = t.max(now + BWE_RECHECK_MIN);
+                        }
                         // A remote close turns the peer dead inside poll_output and leaves a
                         // timeout a century away: notice it now, nothing else will.
                         dead = !p.rtc.is_alive();
@@ -514,6 +579,9 @@ impl Core {
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 p.rtc.disconnect();
             }
+            RtcEvent::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => p.ice_done = true,
             RtcEvent::MediaAdded(m) => {
                 // Normally already set up in `accept`; covers media added later.
                 match (p.role, m.kind) {
@@ -539,7 +607,12 @@ impl Core {
             RtcEvent::KeyframeRequest(_) => {
                 self.metrics.plis_from_viewers.inc();
                 let show = p.show.clone();
-                let layer = p.video.as_ref().and_then(|v| v.fwd.layer()).unwrap_or(0);
+                // The layer it receives; before its first keyframe, the one it waits for.
+                let layer = p
+                    .video
+                    .as_ref()
+                    .map(|v| v.fwd.layer().unwrap_or(v.fwd.target_layer))
+                    .unwrap_or(0);
                 self.ask_keyframe(now, &show, layer);
             }
             RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
@@ -663,6 +736,20 @@ impl Core {
     #[cfg(not(feature = "fault-injection"))]
     #[inline(always)]
     fn check_fault(&mut self, _idx: usize) {}
+
+    /// A test-only fault: panic if `idx` is the viewer doomed by [`Fault::Forward`].
+    #[cfg(feature = "fault-injection")]
+    fn check_forward_fault(&mut self, idx: usize) {
+        let id = self.peers.get_mut(idx).map(|p| p.id);
+        if id.is_some() && self.doomed_forward == id {
+            self.doomed_forward = None;
+            panic!("injected fault forwarding to peer {id:?}");
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    fn check_forward_fault(&mut self, _idx: usize) {}
 
     /// The peer is out of the table: update the show, the counts, and tell the control plane.
     fn forget(&mut self, idx: usize, p: &peers::Peer) {

@@ -54,6 +54,8 @@ pub(super) struct Peer {
     pub role: Role,
     pub addrs: Vec<SocketAddr>,
     pub connected: bool,
+    /// ICE succeeded (a check from the client got through); DTLS may still be under way.
+    pub ice_done: bool,
     pub created: Instant,
     /// When str0m wants `Input::Timeout` next.
     pub deadline: Instant,
@@ -106,6 +108,7 @@ impl Peer {
             role,
             addrs: Vec::new(),
             connected: false,
+            ice_done: false,
             created: now,
             deadline: now,
             channel: None,
