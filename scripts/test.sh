@@ -13,7 +13,9 @@
 #      GStreamer interop cell, tests/interop_gstreamer.rs, in a private network namespace)
 #   5. platform end-to-end: the generated client, examples/viewer and the example webhook
 #      receivers (Node and Python) against target/release/hawker
-#   6. the real-browser WHIP/WHEP and shop tests (tests/browser*.rs -> tests/browser/*.mjs)
+#   6. the real-browser WHIP/WHEP, shop and simulcast tests (tests/browser*.rs ->
+#      tests/browser/*.mjs; the simulcast one shapes a viewer's downlink with tc inside a
+#      network namespace of its own)
 #   7. the shard-fault tests, built with the test-only `fault-injection` feature
 #   8. each fuzz target for 20 s when a nightly toolchain is present (cargo-fuzz 0.13.2)
 # Safe to run again: installed things are detected and skipped. Exits non-zero on the first
@@ -200,7 +202,8 @@ tests/platform/sdk_package.sh "$SITE_DIR"
 
 # ---------------------------------------------------------------------------------------------
 step "cargo test --release (all but the browser tests)"
-cargo test --release --locked -- --skip browser_whip_whep_e2e --skip browser_frame_sync_and_shop
+cargo test --release --locked -- --skip browser_whip_whep_e2e --skip browser_frame_sync_and_shop \
+  --skip browser_simulcast_layers
 
 # ---------------------------------------------------------------------------------------------
 step "platform e2e: generated client + examples/viewer + webhook receivers vs target/release/hawker"
@@ -215,6 +218,12 @@ cargo test --release --locked --test browser -- --nocapture
 # ---------------------------------------------------------------------------------------------
 step "browser test: cargo test --release --test browser_shop (studio + viewer pages, frame sync, buying)"
 cargo test --release --locked --test browser_shop -- --nocapture
+
+# ---------------------------------------------------------------------------------------------
+# In a network namespace the script creates (unshare, util-linux; tc and ip, iproute2: both
+# installed above). About 2 minutes.
+step "browser test: cargo test --release --test browser_simulcast (3 layers, quality caps, a shaped downlink)"
+cargo test --release --locked --test browser_simulcast -- --nocapture
 
 # ---------------------------------------------------------------------------------------------
 # Last: it builds the crate a second time with test-only fault hooks (engine::shard::Fault),

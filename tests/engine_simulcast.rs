@@ -10,6 +10,8 @@
 //!   a frame each of them received. Audio is never dropped.
 //! * `quality_cap_from_whep_and_events`: `?quality=low` holds a viewer on the lowest layer
 //!   on an unlimited link; a `quality` message on `events` moves it to the top.
+//! * `viewer_is_told_its_layer`: the `layer` message on `events` follows every switch the
+//!   viewer's video goes through (after the snapshot, never a layer the viewer is not on).
 
 use std::time::Duration;
 
@@ -52,6 +54,21 @@ fn layer_now(sim: &Sim, v: Handle, window: Duration) -> Option<u8> {
         .collect();
     let last = *layers.last()?;
     layers.iter().all(|&l| l == last).then_some(last)
+}
+
+/// The layers a viewer was told on `events` (`{"type":"layer",…}`), in order, with the
+/// number of layers each message announced.
+fn told_layers(sim: &Sim, v: Handle) -> Vec<(u8, u64)> {
+    sim.peer(v)
+        .texts
+        .iter()
+        .filter_map(|(_, t)| serde_json::from_str::<serde_json::Value>(t).ok())
+        .filter(|m| m["type"] == "layer")
+        .map(|m| {
+            let layer = m["layer"].as_u64().expect("layer is a number");
+            (layer as u8, m["layers"].as_u64().expect("layers is a number"))
+        })
+        .collect()
 }
 
 /// Check every layer switch a viewer went through; returns how many there were.
@@ -207,4 +224,39 @@ fn quality_cap_from_whep_and_events() {
         "a lower cap moves the viewer down at once (next keyframe)"
     );
     check_switches(&sim, v);
+}
+
+#[test]
+fn viewer_is_told_its_layer() {
+    let mut sim = Sim::new(Config {
+        shards: 1,
+        seed: 7,
+        ..Config::default()
+    });
+    publisher(&mut sim);
+    sim.run_for(Duration::from_millis(1500));
+    let v = sim
+        .view_with(SHOW, None, Link::with_delay(DELAY), Quality::Low)
+        .unwrap();
+    sim.run_for(Duration::from_secs(3));
+    let first = sim.peer(v).texts.first().map(|(_, t)| t.clone());
+    assert_eq!(first.as_deref(), Some("{\"type\":\"snapshot\"}"));
+    assert_eq!(told_layers(&sim, v), vec![(0, 3)], "told its first layer once");
+    assert!(sim.say(v, r#"{"type":"quality","quality":"high"}"#));
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        layer_now(s, v, Duration::from_millis(300)) == Some(2)
+    }));
+    assert!(sim.say(v, r#"{"type":"quality","quality":"medium"}"#));
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        layer_now(s, v, Duration::from_millis(300)) == Some(1)
+    }));
+    sim.run_for(Duration::from_millis(500));
+    // One message per layer the video went through, in the same order.
+    let mut went: Vec<u8> = sim.peer(v).video().filter_map(|r| r.layer).collect();
+    went.dedup();
+    let told: Vec<u8> = told_layers(&sim, v).iter().map(|&(l, _)| l).collect();
+    assert_eq!(told, went, "a layer message for every switch");
+    assert_eq!(told.first(), Some(&0));
+    assert_eq!(told.last(), Some(&1));
+    assert!(told_layers(&sim, v).iter().all(|&(_, n)| n == 3));
 }

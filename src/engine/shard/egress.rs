@@ -175,6 +175,7 @@ impl Core {
         };
         let Some(out) = out else { return };
         let before = out.fwd.layer();
+        let mut switched = false;
         match forwarder::decide(&mp.pkt, &mut out.fwd, &pts) {
             Decision::Send {
                 seq,
@@ -194,6 +195,7 @@ impl Core {
                     if let Some(a) = after {
                         self.metrics.viewers_on_layer(a).inc();
                     }
+                    switched = true;
                 }
                 let mut w =
                     RtpWrite::new(pt.into(), seq.into(), ts, mp.arrival, mp.payload.clone())
@@ -220,6 +222,9 @@ impl Core {
                 p.deadline = p.deadline.min(now);
             }
             Decision::Drop(_) => self.metrics.dropped.inc(),
+        }
+        if switched {
+            self.tell_layer(now, idx);
         }
     }
 
@@ -270,6 +275,9 @@ impl Core {
                 }
             }
             self.drain(now, idx);
+            if greet {
+                self.tell_layer(now, idx);
+            }
         }
     }
 }
