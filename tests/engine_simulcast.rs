@@ -56,17 +56,17 @@ fn layer_now(sim: &Sim, v: Handle, window: Duration) -> Option<u8> {
     layers.iter().all(|&l| l == last).then_some(last)
 }
 
-/// The layers a viewer was told on `events` (`{"type":"layer",…}`), in order, with the
-/// number of layers each message announced.
-fn told_layers(sim: &Sim, v: Handle) -> Vec<(u8, u64)> {
+/// The `layer` messages a viewer received on `events`: (arrival, layer, layers).
+fn told_layers(sim: &Sim, v: Handle) -> Vec<(std::time::Instant, u8, u64)> {
     sim.peer(v)
         .texts
         .iter()
-        .filter_map(|(_, t)| serde_json::from_str::<serde_json::Value>(t).ok())
-        .filter(|m| m["type"] == "layer")
-        .map(|m| {
+        .filter_map(|(at, t)| Some((*at, serde_json::from_str::<serde_json::Value>(t).ok()?)))
+        .filter(|(_, m)| m["type"] == "layer")
+        .map(|(at, m)| {
             let layer = m["layer"].as_u64().expect("layer is a number");
-            (layer as u8, m["layers"].as_u64().expect("layers is a number"))
+            let layers = m["layers"].as_u64().expect("layers is a number");
+            (at, layer as u8, layers)
         })
         .collect()
 }
@@ -241,7 +241,12 @@ fn viewer_is_told_its_layer() {
     sim.run_for(Duration::from_secs(3));
     let first = sim.peer(v).texts.first().map(|(_, t)| t.clone());
     assert_eq!(first.as_deref(), Some("{\"type\":\"snapshot\"}"));
-    assert_eq!(told_layers(&sim, v), vec![(0, 3)], "told its first layer once");
+    let told = told_layers(&sim, v);
+    assert!(
+        told.iter().all(|&(_, l, _)| l == 0),
+        "capped low: told only layer 0 ({told:?})"
+    );
+    assert_eq!(told.last().map(|t| t.2), Some(3), "all three layers counted");
     assert!(sim.say(v, r#"{"type":"quality","quality":"high"}"#));
     assert!(sim.run_until(Duration::from_secs(10), |s| {
         layer_now(s, v, Duration::from_millis(300)) == Some(2)
@@ -251,12 +256,28 @@ fn viewer_is_told_its_layer() {
         layer_now(s, v, Duration::from_millis(300)) == Some(1)
     }));
     sim.run_for(Duration::from_millis(500));
-    // One message per layer the video went through, in the same order.
-    let mut went: Vec<u8> = sim.peer(v).video().filter_map(|r| r.layer).collect();
-    went.dedup();
-    let told: Vec<u8> = told_layers(&sim, v).iter().map(|&(l, _)| l).collect();
-    assert_eq!(told, went, "a layer message for every switch");
-    assert_eq!(told.first(), Some(&0));
-    assert_eq!(told.last(), Some(&1));
-    assert!(told_layers(&sim, v).iter().all(|&(_, n)| n == 3));
+    // Every switch is told as it happens: the message arrives with the new layer's first
+    // packets (a link delay apart), not at the next periodic check.
+    let mut pkts: Vec<_> = sim.peer(v).video().cloned().collect();
+    pkts.sort_by_key(|r| r.seq);
+    let told = told_layers(&sim, v);
+    let mut switches = 0;
+    for w in pkts.windows(2) {
+        if w[0].layer == w[1].layer {
+            continue;
+        }
+        switches += 1;
+        let (at, layer) = (w[1].at, w[1].layer.unwrap());
+        let msg = told
+            .iter()
+            .find(|&&(t, l, _)| l == layer && t + Duration::from_millis(10) >= at);
+        let late = msg.map(|&(t, _, _)| t.saturating_duration_since(at));
+        assert!(
+            late.is_some_and(|d| d <= DELAY * 2),
+            "switch to layer {layer}: told {late:?} after its first packet ({told:?})"
+        );
+    }
+    assert!(switches >= 2, "the viewer switched ({switches})");
+    // And never told a layer it is not on: the last message is the layer it ends on.
+    assert_eq!(told.last().map(|t| t.1), Some(1));
 }

@@ -164,6 +164,7 @@ impl Core {
         }
         if mp.pkt.track == Track::Video && p.next_select.is_some_and(|t| t <= now) {
             self.select_layer(now, idx);
+            self.tell_layer(now, idx);
         }
         let Some(p) = self.peers.get_mut(idx) else {
             return;
