@@ -246,7 +246,11 @@ fn viewer_is_told_its_layer() {
         told.iter().all(|&(_, l, _)| l == 0),
         "capped low: told only layer 0 ({told:?})"
     );
-    assert_eq!(told.last().map(|t| t.2), Some(3), "all three layers counted");
+    assert_eq!(
+        told.last().map(|t| t.2),
+        Some(3),
+        "all three layers counted"
+    );
     assert!(sim.say(v, r#"{"type":"quality","quality":"high"}"#));
     assert!(sim.run_until(Duration::from_secs(10), |s| {
         layer_now(s, v, Duration::from_millis(300)) == Some(2)

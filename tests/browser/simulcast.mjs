@@ -456,7 +456,10 @@ async function main() {
     const fps = (end.inbound.framesDecoded - f0) / 3;
     assert(fps >= 10, `the limited viewer decodes ${fps.toFixed(1)} frames/s after settling`);
     assert(end.inbound.width < 1280, `the limited viewer went back to ${end.inbound.width} wide`);
-    numbers.limited = `${kbit} kbit/s (layers sending ${kbps.join('/')} kbit/s): layer ${end.layer && end.layer.layer} (${end.inbound.width}x${end.inbound.height}) ${(settledMs / 1000).toFixed(1)} s after shaping, ${fps.toFixed(1)} fps`;
+    // The decoded size names the layer played; the told layer may already be the next one
+    // (a switch is told with its first packet, decoded a jitter buffer later).
+    const played = WIDTHS.indexOf(stats.inbound.width);
+    numbers.limited = `${kbit} kbit/s (layers sending ${kbps.join('/')} kbit/s): settled on layer ${played} (${stats.inbound.width}x${stats.inbound.height}) ${(settledMs / 1000).toFixed(1)} s after shaping; 3 s later ${end.inbound.width}x${end.inbound.height} (told layer ${end.layer && end.layer.layer}) at ${fps.toFixed(1)} fps`;
     return numbers.limited;
   });
 
