@@ -225,7 +225,8 @@ export const QUALITIES: ReadonlyArray<Quality>;
  * the {@link FrameInfo} it was revealed on, or null): `snapshot`, `highlight`, `unhighlight`,
  * `price`, `stock`, `sold`, `chat`, `show_ended`. Others: `connected`, `viewers` (the
  * connected-viewer count: from the snapshot, then whenever it changes), `layer` (a
- * {@link LayerInfo}: the video layer received now, at the start and at every switch),
+ * {@link LayerInfo}: the video layer received now, at the start and at every switch; only
+ * when the seller sends simulcast),
  * `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
  * (never; use rVFC yourself) and `message` (every message as it arrives, before any hold).
  */
@@ -247,7 +248,7 @@ export class Viewer extends Session {
     viewerId: any;
     /** @type {Quality} the quality cap (kept across reconnects) */
     quality: Quality;
-    /** @type {LayerInfo|null} the video layer received now, as the server last said */
+    /** @type {LayerInfo|null} the video layer received now, as the server last said (null without simulcast) */
     layer: LayerInfo | null;
     /** Frame-consistent state: what the viewer should see on the frame on screen. */
     state: {

@@ -828,7 +828,8 @@ const FRAME_EVENTS = new Set(['snapshot', 'highlight', 'unhighlight', 'price', '
  * the {@link FrameInfo} it was revealed on, or null): `snapshot`, `highlight`, `unhighlight`,
  * `price`, `stock`, `sold`, `chat`, `show_ended`. Others: `connected`, `viewers` (the
  * connected-viewer count: from the snapshot, then whenever it changes), `layer` (a
- * {@link LayerInfo}: the video layer received now, at the start and at every switch),
+ * {@link LayerInfo}: the video layer received now, at the start and at every switch; only
+ * when the seller sends simulcast),
  * `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
  * (never; use rVFC yourself) and `message` (every message as it arrives, before any hold).
  */
@@ -844,7 +845,7 @@ export class Viewer extends Session {
     this.viewerId = opts.viewerId || Viewer.storedViewerId();
     /** @type {Quality} the quality cap (kept across reconnects) */
     this.quality = Viewer._checkQuality(opts.quality ?? 'auto');
-    /** @type {LayerInfo|null} the video layer received now, as the server last said */
+    /** @type {LayerInfo|null} the video layer received now, as the server last said (null without simulcast) */
     this.layer = null;
     /** Frame-consistent state: what the viewer should see on the frame on screen. */
     this.state = {

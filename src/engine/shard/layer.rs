@@ -2,7 +2,8 @@
 //! viewer receives now (0 is the lowest) and how many layers this shard has flowing. Sent when
 //! the viewer's first video packet goes out, at every completed switch, and when the number of
 //! flowing layers changes (checked with the layer choice, every `SELECT_EVERY`), so a player
-//! can show the current quality without guessing it from the decoded resolution.
+//! can show the current quality without guessing it from the decoded resolution. Only once two
+//! layers flow: viewers of a single-layer show never get it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +34,8 @@ impl Core {
             .unwrap_or(0)
             .max(layer as usize + 1);
         let told = (layer, layers as u8);
-        if p.layer_told == Some(told) {
+        // A show without simulcast has nothing to tell (and its viewers nothing to choose).
+        if p.layer_told == Some(told) || (layers < 2 && p.layer_told.is_none()) {
             return;
         }
         p.layer_told = Some(told);
