@@ -1,8 +1,9 @@
-//! Marks the real-browser tests (`tests/browser.rs`, `tests/browser_shop.rs`) `#[ignore]` when
-//! what they need is missing, so a plain `cargo test` lists them as "ignored, needs …" in its
-//! summary instead of passing them. With `CI` or `HAWKER_BROWSER_TESTS=required` set (CI and
-//! `scripts/test.sh` set them) the mark is never applied: there the tests run and fail on a
-//! missing dependency, so a build script result cached before the install cannot hide them.
+//! Marks the real-browser tests (`tests/browser.rs`, `tests/browser_shop.rs`,
+//! `tests/browser_simulcast.rs`) `#[ignore]` when what they need is missing, so a plain
+//! `cargo test` lists them as "ignored, needs …" in its summary instead of passing them. With
+//! `CI` or `HAWKER_BROWSER_TESTS=required` set (CI and `scripts/test.sh` set them) the mark is
+//! never applied: there the tests run and fail on a missing dependency, so a build script
+//! result cached before the install cannot hide them.
 //!
 //! Needs: `node` >= 20 on `PATH`, Chromium (`CHROMIUM_PATH`, default `/usr/bin/chromium`) and
 //! `tests/browser/node_modules` (`scripts/test.sh` installs all three).

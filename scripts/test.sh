@@ -14,7 +14,9 @@
 #      the aiortc cells, tests/interop_aiortc.rs)
 #   5. platform end-to-end: the generated client, examples/viewer and the example webhook
 #      receivers (Node and Python) against target/release/hawker
-#   6. the real-browser WHIP/WHEP, shop and replay tests (tests/browser*.rs -> tests/browser/*.mjs)
+#   6. the real-browser WHIP/WHEP, shop, replay and simulcast tests (tests/browser*.rs ->
+#      tests/browser/*.mjs; the simulcast one shapes a viewer's downlink with tc inside a
+#      network namespace of its own)
 #   7. the shard-fault and crash-point tests (engine_faults, crash_points), built with the
 #      test-only `fault-injection` feature
 #   8. each fuzz target for 20 s when a nightly toolchain is present (cargo-fuzz 0.13.2)
@@ -220,7 +222,8 @@ tests/platform/sdk_package.sh "$SITE_DIR"
 
 # ---------------------------------------------------------------------------------------------
 step "cargo test --release (all but the browser tests)"
-cargo test --release --locked -- --skip browser_whip_whep_e2e --skip browser_frame_sync_and_shop --skip browser_replay
+cargo test --release --locked -- --skip browser_whip_whep_e2e --skip browser_frame_sync_and_shop \
+  --skip browser_replay --skip browser_simulcast_layers
 
 # ---------------------------------------------------------------------------------------------
 step "platform e2e: generated client + examples/viewer + webhook receivers vs target/release/hawker"
@@ -239,6 +242,11 @@ cargo test --release --locked --test browser_shop -- --nocapture
 # ---------------------------------------------------------------------------------------------
 step "browser test: cargo test --release --test browser_replay (live, then the replay frame-exact, seek; ~1 min)"
 cargo test --release --locked --test browser_replay -- --nocapture
+
+# In a network namespace the script creates (unshare, util-linux; tc and ip, iproute2: both
+# installed above). About 2 minutes.
+step "browser test: cargo test --release --test browser_simulcast (3 layers, quality caps, a shaped downlink)"
+cargo test --release --locked --test browser_simulcast -- --nocapture
 
 # ---------------------------------------------------------------------------------------------
 # Last: it builds the crate a second time with test-only fault hooks (engine::shard::Fault),

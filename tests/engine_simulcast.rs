@@ -13,6 +13,8 @@
 //! * `a_new_target_before_the_first_keyframe_is_asked_for`: a viewer whose target changes
 //!   while it waits for its first keyframe (publisher sending keyframes only on request, no
 //!   cache) asks for a keyframe of the new target and starts on it.
+//! * `viewer_is_told_its_layer`: the `layer` message on `events` follows every switch the
+//!   viewer's video goes through (after the snapshot, never a layer the viewer is not on).
 
 use std::time::Duration;
 
@@ -55,6 +57,21 @@ fn layer_now(sim: &Sim, v: Handle, window: Duration) -> Option<u8> {
         .collect();
     let last = *layers.last()?;
     layers.iter().all(|&l| l == last).then_some(last)
+}
+
+/// The `layer` messages a viewer received on `events`: (arrival, layer, layers).
+fn told_layers(sim: &Sim, v: Handle) -> Vec<(std::time::Instant, u8, u64)> {
+    sim.peer(v)
+        .texts
+        .iter()
+        .filter_map(|(at, t)| Some((*at, serde_json::from_str::<serde_json::Value>(t).ok()?)))
+        .filter(|(_, m)| m["type"] == "layer")
+        .map(|(at, m)| {
+            let layer = m["layer"].as_u64().expect("layer is a number");
+            let layers = m["layers"].as_u64().expect("layers is a number");
+            (at, layer as u8, layers)
+        })
+        .collect()
 }
 
 /// Check every layer switch a viewer went through; returns how many there were.
@@ -272,4 +289,64 @@ fn a_new_target_before_the_first_keyframe_is_asked_for() {
         asked_for >= 2,
         "{asked_for} keyframe request(s): the new target's was never sent"
     );
+}
+
+#[test]
+fn viewer_is_told_its_layer() {
+    let mut sim = Sim::new(Config {
+        shards: 1,
+        seed: 7,
+        ..Config::default()
+    });
+    publisher(&mut sim);
+    sim.run_for(Duration::from_millis(1500));
+    let v = sim
+        .view_with(SHOW, None, Link::with_delay(DELAY), Quality::Low)
+        .unwrap();
+    sim.run_for(Duration::from_secs(3));
+    let first = sim.peer(v).texts.first().map(|(_, t)| t.clone());
+    assert_eq!(first.as_deref(), Some("{\"type\":\"snapshot\"}"));
+    let told = told_layers(&sim, v);
+    assert!(
+        told.iter().all(|&(_, l, _)| l == 0),
+        "capped low: told only layer 0 ({told:?})"
+    );
+    assert_eq!(
+        told.last().map(|t| t.2),
+        Some(3),
+        "all three layers counted"
+    );
+    assert!(sim.say(v, r#"{"type":"quality","quality":"high"}"#));
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        layer_now(s, v, Duration::from_millis(300)) == Some(2)
+    }));
+    assert!(sim.say(v, r#"{"type":"quality","quality":"medium"}"#));
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        layer_now(s, v, Duration::from_millis(300)) == Some(1)
+    }));
+    sim.run_for(Duration::from_millis(500));
+    // Every switch is told as it happens: the message arrives with the new layer's first
+    // packets (a link delay apart), not at the next periodic check.
+    let mut pkts: Vec<_> = sim.peer(v).video().cloned().collect();
+    pkts.sort_by_key(|r| r.seq);
+    let told = told_layers(&sim, v);
+    let mut switches = 0;
+    for w in pkts.windows(2) {
+        if w[0].layer == w[1].layer {
+            continue;
+        }
+        switches += 1;
+        let (at, layer) = (w[1].at, w[1].layer.unwrap());
+        let msg = told
+            .iter()
+            .find(|&&(t, l, _)| l == layer && t + Duration::from_millis(10) >= at);
+        let late = msg.map(|&(t, _, _)| t.saturating_duration_since(at));
+        assert!(
+            late.is_some_and(|d| d <= DELAY * 2),
+            "switch to layer {layer}: told {late:?} after its first packet ({told:?})"
+        );
+    }
+    assert!(switches >= 2, "the viewer switched ({switches})");
+    // And never told a layer it is not on: the last message is the layer it ends on.
+    assert_eq!(told.last().map(|t| t.1), Some(1));
 }

@@ -24,6 +24,7 @@ const ui = {
   onairTitle: $('#onair-title'),
   hide: $('#hide'),
   viewerLink: $('#viewer-link'),
+  simulcast: /** @type {HTMLInputElement} */ ($('#simulcast')),
 };
 
 document.title = `Studio · ${show} · hawker`;
@@ -70,6 +71,9 @@ window.hawkerStudio = {
   get stream() {
     return stream;
   },
+  get simulcast() {
+    return !!studio && !!studio.opts.simulcast;
+  },
 };
 
 // ------------------------------------------------------------------------ state display
@@ -86,6 +90,7 @@ function refreshButtons() {
   ui.golive.hidden = live;
   ui.end.disabled = !live;
   ui.end.hidden = !live;
+  ui.simulcast.disabled = live;
   ui.tokenForm.hidden = !!token;
   for (const b of ui.catalog.querySelectorAll('button')) b.disabled = !live;
   ui.catalogNote.textContent = live ? 'Tap “Show now” while the product is in the shot.' : 'Go live to show products.';
@@ -215,7 +220,7 @@ async function goLive() {
   setStatus('wait', 'Connecting');
   ui.conn.textContent = 'Connecting…';
   try {
-    const s = await publish(`/whip/${encodeURIComponent(show)}`, token, stream, { preview });
+    const s = await publish(`/whip/${encodeURIComponent(show)}`, token, stream, { preview, simulcast: simulcastWanted() });
     studio = s;
     wire(s);
     setStatus('live', 'Live');
@@ -323,6 +328,38 @@ ui.tokenForm.addEventListener('submit', (e) => {
 });
 window.addEventListener('pagehide', () => studio && studio.close());
 
+// ------------------------------------------------------------------------ simulcast
+
+// Simulcast (three layers from the 720p camera, the SDK's default layers) is on unless the
+// seller unticks "Adaptive quality" or the page is opened with ?simulcast=0 (kept per tab).
+const SIMULCAST_KEY = 'hawker.simulcast';
+function initSimulcast() {
+  const q = new URLSearchParams(location.search).get('simulcast');
+  let on = true;
+  if (q !== null) on = !['0', 'false', 'off', 'no'].includes(q.toLowerCase());
+  else {
+    try {
+      on = sessionStorage.getItem(SIMULCAST_KEY) !== 'off';
+    } catch {}
+  }
+  ui.simulcast.checked = on;
+  ui.simulcast.addEventListener('change', () => {
+    try {
+      sessionStorage.setItem(SIMULCAST_KEY, ui.simulcast.checked ? 'on' : 'off');
+    } catch {}
+  });
+}
+
+/** Whether to publish simulcast: the toggle, and a camera big enough for three layers. */
+function simulcastWanted() {
+  if (!ui.simulcast.checked || !stream) return false;
+  const v = stream.getVideoTracks()[0];
+  const h = v ? v.getSettings().height || 0 : 0;
+  // Chromium sends three layers from 960×540 up; a smaller camera's layers would be too small
+  // to be worth the encoder time (a 640×360 quarter layer is 160×90): send one stream.
+  return h >= 540;
+}
+
 // ------------------------------------------------------------------------ start-up
 
 async function startCamera() {
@@ -355,6 +392,7 @@ async function loadCatalog() {
 }
 
 setStatus('off', 'Offline');
+initSimulcast();
 renderStats();
 refreshButtons();
 loadCatalog();

@@ -43,7 +43,11 @@ const syncParam = new URLSearchParams(location.search).get('sync_delay');
 const syncDelay = syncParam === null || syncParam === 'auto' ? 'auto' : syncParam === 'off' ? false : Number(syncParam);
 // An ended show with a recording plays its replay (see "replay" below).
 const replayMode = await offersReplay(show);
-const viewer = watch(`/whep/${encodeURIComponent(show)}`, video, { syncDelay, replay: replayMode });
+const viewer = watch(`/whep/${encodeURIComponent(show)}`, video, {
+  syncDelay,
+  replay: replayMode,
+  quality: initialQuality(),
+});
 // For embedding pages and tests.
 window.hawkerWatch = { viewer, show };
 
@@ -415,3 +419,44 @@ if (replayMode) {
   // For embedding pages and tests.
   window.hawkerWatch.seek = seekTo;
 }
+
+// ------------------------------------------------------------------------ quality (simulcast)
+
+// The quality menu: Auto / High / Medium / Low caps the layer the server sends (the SDK's
+// setQuality), and the label shows the layer received now (the server's `layer` message) with
+// the decoded height. Hidden while the seller sends one layer. ?quality= sets the first cap.
+
+/** The cap to start with: ?quality=, else auto. @returns {'auto'|'low'|'medium'|'high'} */
+function initialQuality() {
+  const q = new URLSearchParams(location.search).get('quality');
+  return q === 'low' || q === 'medium' || q === 'high' ? q : 'auto';
+}
+
+const quality = {
+  box: $('#quality'),
+  now: $('#quality-now'),
+  select: /** @type {HTMLSelectElement} */ ($('#quality-select')),
+};
+const LAYER_NAMES = ['Low', 'Medium', 'High'];
+
+function renderQuality() {
+  const l = viewer.layer;
+  quality.box.hidden = !l || l.layers < 2;
+  quality.select.value = viewer.quality;
+  if (!l) return;
+  // Layers are numbered from the lowest, like the caps (low = 0, medium = 1, high = 2).
+  const name = LAYER_NAMES[Math.min(l.layer, LAYER_NAMES.length - 1)];
+  const h = video.videoHeight;
+  quality.now.textContent = h ? `${name} · ${h}p` : name;
+  quality.box.dataset.layer = String(l.layer);
+  quality.box.dataset.cap = viewer.quality;
+}
+
+quality.select.addEventListener('change', () => {
+  const q = /** @type {'auto'|'low'|'medium'|'high'} */ (quality.select.value);
+  viewer.setQuality(q);
+  renderQuality();
+});
+viewer.on('layer', renderQuality);
+video.addEventListener('resize', renderQuality);
+renderQuality();

@@ -19,7 +19,11 @@ export function uuid(): string;
  * @property {HTMLVideoElement} [preview]  The local preview the seller watches. Its frames'
  *   capture times stamp every action; without it actions carry Date.now().
  * @property {string} [videoCodec]        Preferred codec, e.g. 'H264' or 'VP8'.
- * @property {number} [maxBitrate]        Video bitrate cap, bit/s.
+ * @property {number} [maxBitrate]        Video bitrate cap, bit/s (with simulcast: of the
+ *   top layer).
+ * @property {boolean|SimulcastLayer[]} [simulcast]  Send the video as 2 or 3 layers so that
+ *   each viewer gets the one its link carries: `true` for {@link SIMULCAST_LAYERS}, or your
+ *   own layers (lowest first). Default false: one stream.
  * @property {RTCDegradationPreference} [degradationPreference]  default 'maintain-framerate'.
  * @property {RTCIceServer[]} [iceServers]
  * @property {boolean} [reconnect]        Re-publish after a dropped connection (default true).
@@ -165,6 +169,32 @@ export class Publisher extends Session {
     };
 }
 /**
+ * One simulcast layer: an `RTCRtpEncodingParameters` with a rid.
+ * @typedef {Object} SimulcastLayer
+ * @property {string} rid                     e.g. 'q', 'h', 'f' (lowest to highest)
+ * @property {number} [scaleResolutionDownBy] 4, 2, 1 for quarter, half and full size
+ * @property {number} [maxBitrate]            bit/s
+ * @property {number} [maxFramerate]
+ */
+/**
+ * The default simulcast layers: quarter, half and full resolution (320×180, 640×360 and
+ * 1280×720 from a 720p camera) at 150 kbit/s, 500 kbit/s and 1.7 Mbit/s. Rids `q`/`h`/`f`:
+ * the server orders layers by these names. Chromium sends fewer layers from a smaller
+ * camera (2 below 960×540, 1 below 480×270).
+ * @type {ReadonlyArray<SimulcastLayer>}
+ */
+export const SIMULCAST_LAYERS: ReadonlyArray<SimulcastLayer>;
+/**
+ * A viewer's quality cap: 'auto' (and 'high'): the best layer the link carries; 'medium': at
+ * most the middle layer; 'low': the lowest.
+ * @typedef {'auto'|'low'|'medium'|'high'} Quality
+ */
+/**
+ * The quality caps the server takes, best first.
+ * @type {ReadonlyArray<Quality>}
+ */
+export const QUALITIES: ReadonlyArray<Quality>;
+/**
  * @typedef {Object} WatchOptions
  * @property {string} [token]      A viewer token; without one the viewer is anonymous.
  * @property {string} [viewerId]   The anonymous viewer id the server issued earlier
@@ -174,6 +204,8 @@ export class Publisher extends Session {
  *   timestamp is at least `rtp_ts − tolerance`. 'half' (default): half the measured frame
  *   interval, i.e. the frame nearest to `rtp_ts`. 0: strictly the first frame at or after it.
  * @property {number} [maxHoldMs]  Longest an event waits for its frame (default 5000).
+ * @property {Quality} [quality]  Quality cap when the seller sends simulcast (default 'auto';
+ *   see {@link Viewer#setQuality}).
  * @property {'auto'|number|false} [syncDelay]  Video playout delay (ms, via
  *   RTCRtpReceiver.jitterBufferTarget) that lets seller events arrive before their frame.
  *   'auto' (default): start at `initialSyncDelayMs` and grow when an event arrives late.
@@ -203,7 +235,10 @@ export class Publisher extends Session {
  * A WHEP session of a viewer. Frame-synchronised events (detail = the message plus `frame`,
  * the {@link FrameInfo} it was revealed on, or null): `snapshot`, `highlight`, `unhighlight`,
  * `price`, `stock`, `sold`, `chat`, `show_ended`. Others: `connected`, `viewers` (the
- * connected-viewer count: from the snapshot, then whenever it changes), `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
+ * connected-viewer count: from the snapshot, then whenever it changes), `layer` (a
+ * {@link LayerInfo}: the video layer received now, at the start and at every switch; only
+ * when the seller sends simulcast),
+ * `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
  * (never; use rVFC yourself) and `message` (every message as it arrives, before any hold).
  * A replay adds `seeked` ({t}: a seek's new session is open; its `snapshot` follows with
  * `replay.start`) and `replay_ended` (the recording played to its end).
@@ -214,6 +249,8 @@ export class Viewer extends Session {
      * earlier session, or '' before the first one.
      */
     static storedViewerId(): any;
+    /** @param {any} q @returns {Quality} */
+    static _checkQuality(q: any): Quality;
     /**
      * @param {string} url
      * @param {HTMLVideoElement} video
@@ -222,6 +259,10 @@ export class Viewer extends Session {
     constructor(url: string, video: HTMLVideoElement, opts: WatchOptions);
     video: HTMLVideoElement;
     viewerId: any;
+    /** @type {Quality} the quality cap (kept across reconnects) */
+    quality: Quality;
+    /** @type {LayerInfo|null} the video layer received now, as the server last said (null without simulcast) */
+    layer: LayerInfo | null;
     /** Frame-consistent state: what the viewer should see on the frame on screen. */
     state: {
         /** @type {any} */ show: any;
@@ -321,6 +362,15 @@ export class Viewer extends Session {
      * @param {string} text
      */
     ask(text: string): Promise<any>;
+    /**
+     * Cap the video quality (when the seller sends simulcast). Takes effect at the next keyframe
+     * of the new layer: a lower cap at once, a higher one as the link allows; the `layer` event
+     * says when. Kept for reconnects. Returns whether the server was told now (false while
+     * disconnected: the next session asks for it in its WHEP request).
+     * @param {Quality} quality
+     * @returns {boolean}
+     */
+    setQuality(quality: Quality): boolean;
     /** Product by sku, as on the frame on screen. @param {string} sku */
     product(sku: string): Product;
     /**
@@ -351,9 +401,16 @@ export type PublishOptions = {
      */
     videoCodec?: string;
     /**
-     * Video bitrate cap, bit/s.
+     * Video bitrate cap, bit/s (with simulcast: of the
+     * top layer).
      */
     maxBitrate?: number;
+    /**
+     * Send the video as 2 or 3 layers so that
+     * each viewer gets the one its link carries: `true` for {@link SIMULCAST_LAYERS}, or your
+     * own layers (lowest first). Default false: one stream.
+     */
+    simulcast?: boolean | SimulcastLayer[];
     /**
      * default 'maintain-framerate'.
      */
@@ -422,6 +479,42 @@ export type FrameInfo = {
     presentedFrames: number;
     mediaTime: number;
 };
+/**
+ * One simulcast layer: an `RTCRtpEncodingParameters` with a rid.
+ */
+export type SimulcastLayer = {
+    /**
+     * e.g. 'q', 'h', 'f' (lowest to highest)
+     */
+    rid: string;
+    /**
+     * 4, 2, 1 for quarter, half and full size
+     */
+    scaleResolutionDownBy?: number;
+    /**
+     * bit/s
+     */
+    maxBitrate?: number;
+    maxFramerate?: number;
+};
+/**
+ * A viewer's quality cap: 'auto' (and 'high'): the best layer the link carries; 'medium': at
+ * most the middle layer; 'low': the lowest.
+ */
+export type Quality = "auto" | "low" | "medium" | "high";
+/**
+ * The layer of the seller's video a viewer receives (the server's `layer` message).
+ */
+export type LayerInfo = {
+    /**
+     * 0 is the lowest
+     */
+    layer: number;
+    /**
+     * how many layers the seller sends (1 without simulcast)
+     */
+    layers: number;
+};
 export type WatchOptions = {
     /**
      * A viewer token; without one the viewer is anonymous.
@@ -446,6 +539,11 @@ export type WatchOptions = {
      * Longest an event waits for its frame (default 5000).
      */
     maxHoldMs?: number;
+    /**
+     * Quality cap when the seller sends simulcast (default 'auto';
+     * see {@link Viewer#setQuality}).
+     */
+    quality?: Quality;
     /**
      * Video playout delay (ms, via
      * RTCRtpReceiver.jitterBufferTarget) that lets seller events arrive before their frame.

@@ -5,13 +5,14 @@
 //   // seller
 //   const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
 //   preview.srcObject = stream;
-//   const studio = await publish('/whip/demo', token, stream, { preview });
+//   const studio = await publish('/whip/demo', token, stream, { preview, simulcast: true });
 //   studio.highlight('lamp-1');             // stamped with the capture time of the frame on screen
 //
 //   // viewer
 //   const show = watch('/whep/demo', videoElement);
 //   show.addEventListener('highlight', (e) => showCard(e.detail.product)); // on the exact frame
 //   const order = await show.buy('lamp-1', 1);
+//   show.setQuality('low');                 // cap the video; the `layer` event says what arrives
 //
 // An ES module without a build step or dependencies. docs/sdk.md is the reference; the wire
 // protocol is in docs/protocol.md. Types are JSDoc so editors and `tsc --checkJs` see them.
@@ -568,6 +569,7 @@ export class Publisher extends Session {
    */
   constructor(url, token, stream, opts) {
     super(url, { ...opts, token });
+    simulcastLayers(opts.simulcast); // refuse a bad option before anything is sent
     this.stream = stream;
     this.clock = new CaptureClock(opts.preview);
     /** The last `snapshot` received. */
@@ -577,7 +579,11 @@ export class Publisher extends Session {
   _newPeer() {
     const { pc, ch } = super._newPeer();
     for (const track of this.stream.getTracks()) {
-      const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [this.stream] });
+      /** @type {RTCRtpTransceiverInit} */
+      const init = { direction: 'sendonly', streams: [this.stream] };
+      const layers = track.kind === 'video' ? simulcastLayers(this.opts.simulcast) : null;
+      if (layers) init.sendEncodings = layers.map((l) => ({ ...l }));
+      const tr = pc.addTransceiver(track, init);
       if (track.kind === 'video') {
         const codec = this.opts.videoCodec;
         if (codec && RTCRtpSender.getCapabilities && tr.setCodecPreferences) {
@@ -598,7 +604,8 @@ export class Publisher extends Session {
       const p = sender.getParameters();
       if (!p.encodings || !p.encodings.length) return; // set once negotiated
       p.degradationPreference = this.opts.degradationPreference || 'maintain-framerate';
-      if (this.opts.maxBitrate) p.encodings[0].maxBitrate = this.opts.maxBitrate;
+      // With simulcast the cap applies to the top layer (the last encoding).
+      if (this.opts.maxBitrate) p.encodings[p.encodings.length - 1].maxBitrate = this.opts.maxBitrate;
       await sender.setParameters(p);
     } catch (e) {
       this._log('setParameters', e);
@@ -689,11 +696,51 @@ export class Publisher extends Session {
 }
 
 /**
+ * One simulcast layer: an `RTCRtpEncodingParameters` with a rid.
+ * @typedef {Object} SimulcastLayer
+ * @property {string} rid                     e.g. 'q', 'h', 'f' (lowest to highest)
+ * @property {number} [scaleResolutionDownBy] 4, 2, 1 for quarter, half and full size
+ * @property {number} [maxBitrate]            bit/s
+ * @property {number} [maxFramerate]
+ */
+
+/**
+ * The default simulcast layers: quarter, half and full resolution (320×180, 640×360 and
+ * 1280×720 from a 720p camera) at 150 kbit/s, 500 kbit/s and 1.7 Mbit/s. Rids `q`/`h`/`f`:
+ * the server orders layers by these names. Chromium sends fewer layers from a smaller
+ * camera (2 below 960×540, 1 below 480×270).
+ * @type {ReadonlyArray<SimulcastLayer>}
+ */
+export const SIMULCAST_LAYERS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_700_000 }),
+]);
+
+/**
+ * The encodings for a `simulcast` option, or null for a single stream.
+ * @param {boolean|SimulcastLayer[]|undefined} opt
+ * @returns {SimulcastLayer[]|null}
+ */
+function simulcastLayers(opt) {
+  if (!opt) return null;
+  const layers = opt === true ? SIMULCAST_LAYERS : opt;
+  if (!Array.isArray(layers) || layers.length < 2 || layers.length > 3) {
+    throw new HawkerError('simulcast takes true or 2 to 3 layers', { code: 'invalid' });
+  }
+  return layers.map((l) => ({ ...l }));
+}
+
+/**
  * @typedef {Object} PublishOptions
  * @property {HTMLVideoElement} [preview]  The local preview the seller watches. Its frames'
  *   capture times stamp every action; without it actions carry Date.now().
  * @property {string} [videoCodec]        Preferred codec, e.g. 'H264' or 'VP8'.
- * @property {number} [maxBitrate]        Video bitrate cap, bit/s.
+ * @property {number} [maxBitrate]        Video bitrate cap, bit/s (with simulcast: of the
+ *   top layer).
+ * @property {boolean|SimulcastLayer[]} [simulcast]  Send the video as 2 or 3 layers so that
+ *   each viewer gets the one its link carries: `true` for {@link SIMULCAST_LAYERS}, or your
+ *   own layers (lowest first). Default false: one stream.
  * @property {RTCDegradationPreference} [degradationPreference]  default 'maintain-framerate'.
  * @property {RTCIceServer[]} [iceServers]
  * @property {boolean} [reconnect]        Re-publish after a dropped connection (default true).
@@ -727,6 +774,25 @@ export async function publish(url, token, stream, opts = {}) {
 /** localStorage key of the server-issued anonymous viewer id. */
 const VIEWER_ID_KEY = 'hawker.viewer_id';
 
+/**
+ * A viewer's quality cap: 'auto' (and 'high'): the best layer the link carries; 'medium': at
+ * most the middle layer; 'low': the lowest.
+ * @typedef {'auto'|'low'|'medium'|'high'} Quality
+ */
+
+/**
+ * The quality caps the server takes, best first.
+ * @type {ReadonlyArray<Quality>}
+ */
+export const QUALITIES = Object.freeze(['auto', 'high', 'medium', 'low']);
+
+/**
+ * The layer of the seller's video a viewer receives (the server's `layer` message).
+ * @typedef {Object} LayerInfo
+ * @property {number} layer   0 is the lowest
+ * @property {number} layers  how many layers the seller sends (1 without simulcast)
+ */
+
 /** Messages revealed on the video frame they belong to (`rtp_ts`), in order. */
 const FRAME_EVENTS = new Set(['snapshot', 'highlight', 'unhighlight', 'price', 'stock', 'sold', 'chat', 'show_ended']);
 
@@ -740,6 +806,8 @@ const FRAME_EVENTS = new Set(['snapshot', 'highlight', 'unhighlight', 'price', '
  *   timestamp is at least `rtp_ts − tolerance`. 'half' (default): half the measured frame
  *   interval, i.e. the frame nearest to `rtp_ts`. 0: strictly the first frame at or after it.
  * @property {number} [maxHoldMs]  Longest an event waits for its frame (default 5000).
+ * @property {Quality} [quality]  Quality cap when the seller sends simulcast (default 'auto';
+ *   see {@link Viewer#setQuality}).
  * @property {'auto'|number|false} [syncDelay]  Video playout delay (ms, via
  *   RTCRtpReceiver.jitterBufferTarget) that lets seller events arrive before their frame.
  *   'auto' (default): start at `initialSyncDelayMs` and grow when an event arrives late.
@@ -771,7 +839,10 @@ const FRAME_EVENTS = new Set(['snapshot', 'highlight', 'unhighlight', 'price', '
  * A WHEP session of a viewer. Frame-synchronised events (detail = the message plus `frame`,
  * the {@link FrameInfo} it was revealed on, or null): `snapshot`, `highlight`, `unhighlight`,
  * `price`, `stock`, `sold`, `chat`, `show_ended`. Others: `connected`, `viewers` (the
- * connected-viewer count: from the snapshot, then whenever it changes), `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
+ * connected-viewer count: from the snapshot, then whenever it changes), `layer` (a
+ * {@link LayerInfo}: the video layer received now, at the start and at every switch; only
+ * when the seller sends simulcast),
+ * `order` (every order answer), `question_received`, `error`, `reconnecting`, `reconnected`, `closed`, `frame`
  * (never; use rVFC yourself) and `message` (every message as it arrives, before any hold).
  * A replay adds `seeked` ({t}: a seek's new session is open; its `snapshot` follows with
  * `replay.start`) and `replay_ended` (the recording played to its end).
@@ -786,6 +857,10 @@ export class Viewer extends Session {
     super(url, opts);
     this.video = video;
     this.viewerId = opts.viewerId || Viewer.storedViewerId();
+    /** @type {Quality} the quality cap (kept across reconnects) */
+    this.quality = Viewer._checkQuality(opts.quality ?? 'auto');
+    /** @type {LayerInfo|null} the video layer received now, as the server last said (null without simulcast) */
+    this.layer = null;
     /** Frame-consistent state: what the viewer should see on the frame on screen. */
     this.state = {
       /** @type {any} */ show: null,
@@ -861,6 +936,8 @@ export class Viewer extends Session {
       u.searchParams.set('replay', 'true');
       if (this._seekT > 0) u.searchParams.set('t', this._seekT.toFixed(3));
     }
+    if (this.quality !== 'auto') u.searchParams.set('quality', this.quality);
+    else u.searchParams.delete('quality');
     return u.toString();
   }
 
@@ -1084,6 +1161,12 @@ export class Viewer extends Session {
       }
       case 'pong':
         break;
+      case 'layer':
+        if (typeof msg.layer === 'number') {
+          this.layer = { layer: msg.layer, layers: typeof msg.layers === 'number' ? msg.layers : msg.layer + 1 };
+          this._emit('layer', this.layer);
+        }
+        break;
       case 'viewers':
         // Not tied to a frame: the count is news as soon as it arrives.
         this.state.viewers = msg.count;
@@ -1107,6 +1190,7 @@ export class Viewer extends Session {
     if (this.opts.replay && at !== null) this._seekT = at;
     // A new session starts with a fresh snapshot; events of the old one are moot.
     this._queue = [];
+    this.layer = null;
     for (const a of this._asks.splice(0)) a.reject(new HawkerError('connection lost; ask again', { code: 'closed' }));
   }
 
@@ -1158,6 +1242,25 @@ export class Viewer extends Session {
       }
       this._asks.push({ resolve, reject });
     });
+  }
+
+  /**
+   * Cap the video quality (when the seller sends simulcast). Takes effect at the next keyframe
+   * of the new layer: a lower cap at once, a higher one as the link allows; the `layer` event
+   * says when. Kept for reconnects. Returns whether the server was told now (false while
+   * disconnected: the next session asks for it in its WHEP request).
+   * @param {Quality} quality
+   * @returns {boolean}
+   */
+  setQuality(quality) {
+    this.quality = Viewer._checkQuality(quality);
+    return this._send({ type: 'quality', quality: this.quality });
+  }
+
+  /** @param {any} q @returns {Quality} */
+  static _checkQuality(q) {
+    if (!QUALITIES.includes(q)) throw new HawkerError(`quality must be one of ${QUALITIES.join(', ')}`, { code: 'invalid' });
+    return q;
   }
 
   /** Product by sku, as on the frame on screen. @param {string} sku */

@@ -175,6 +175,7 @@ impl Core {
         };
         if mp.pkt.track == Track::Video && p.next_select.is_some_and(|t| t <= now) {
             self.select_layer(now, idx);
+            self.tell_layer(now, idx);
         }
         let Some(p) = self.peers.get_mut(idx) else {
             return;
@@ -186,6 +187,7 @@ impl Core {
         };
         let Some(out) = out else { return };
         let before = out.fwd.layer();
+        let mut switched = false;
         match forwarder::decide(&mp.pkt, &mut out.fwd, &pts) {
             Decision::Send {
                 seq,
@@ -205,6 +207,7 @@ impl Core {
                     if let Some(a) = after {
                         self.metrics.viewers_on_layer(a).inc();
                     }
+                    switched = true;
                 }
                 let mut w =
                     RtpWrite::new(pt.into(), seq.into(), ts, mp.arrival, mp.payload.clone())
@@ -231,6 +234,9 @@ impl Core {
                 p.deadline = p.deadline.min(now);
             }
             Decision::Drop(_) => self.metrics.dropped.inc(),
+        }
+        if switched {
+            self.tell_layer(now, idx);
         }
     }
 
@@ -288,5 +294,8 @@ impl Core {
             }
         }
         self.drain(now, idx);
+        if greet {
+            self.tell_layer(now, idx);
+        }
     }
 }

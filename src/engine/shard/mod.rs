@@ -29,6 +29,7 @@ mod accept;
 mod egress;
 pub mod inbound;
 mod ingest;
+mod layer;
 pub(crate) mod peers;
 mod stun;
 

@@ -80,6 +80,8 @@ pub(super) struct Peer {
     pub estimate: u64,
     /// Viewer: when to re-evaluate the layer choice next.
     pub next_select: Option<Instant>,
+    /// Viewer: the layer and layer count last told on `events` (the `layer` message).
+    pub layer_told: Option<(u8, u8)>,
     /// Viewer: the (minimum, desired) last given to the BWE.
     pub probe: Option<(u64, u64)>,
     /// Viewer: outgoing tracks.
@@ -122,6 +124,7 @@ impl Peer {
             quality: Quality::Auto,
             estimate: INITIAL_ESTIMATE_BPS,
             next_select: None,
+            layer_told: None,
             probe: None,
             video: None,
             audio: None,
