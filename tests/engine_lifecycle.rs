@@ -177,6 +177,7 @@ fn a_shard_uses_one_dtls_certificate_for_all_its_peers() {
             "viewer {v} got no video"
         );
     }
+}
 
 /// Links with no delay measure an RTT of zero. str0m then rechecks a viewer's bandwidth
 /// estimator "one RTT later", that is at once, every time: a shard spinning on one peer (the
