@@ -21,6 +21,15 @@ use crate::engine::forwarder::{self, Codec, PtMap, Track};
 use crate::engine::simulcast::{Quality, Select, INITIAL_ESTIMATE_BPS, MAX_LAYERS};
 use crate::engine::{PeerId, Role};
 
+/// Most video packets a viewer's RTX cache keeps for retransmission: 1 s of video up to
+/// ≈ 4 Mbit/s at 1200 B payloads. str0m's default (2000 packets / 3 s) holds ≈ 600 packets at
+/// 2.5 Mbit/s, ≈ 500 KiB per viewer, and a retransmission older than ~1 s arrives after the
+/// frame it belongs to is due.
+pub(super) const RTX_CACHE_PACKETS: usize = 400;
+
+/// Oldest packet a viewer's RTX cache keeps (see [`RTX_CACHE_PACKETS`]).
+pub(super) const RTX_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a publisher's video packet is not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ignored {
@@ -188,7 +197,20 @@ impl Peer {
             .rtc
             .direct_api()
             .stream_tx_by_mid(mid, None)
-            .map(|s| s.ssrc())
+            .map(|s| {
+                if track == Track::Video {
+                    // The ratio cap stays str0m's default: BWE probes pad with cached packets.
+                    s.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                    // With BWE on, str0m paces video at 1.1 × the estimate, which starts at
+                    // `INITIAL_ESTIMATE_BPS`: a viewer of a 2.5 Mbit/s layer queued seconds of
+                    // video in the pacer (delay and memory) until its estimate caught up. The
+                    // publisher's packets arrive paced already and the layer choice keeps the
+                    // rate under the estimate, so video leaves as it is written; BWE still
+                    // measures it (TWCC) and probes with padding.
+                    s.set_unpaced(true);
+                }
+                s.ssrc()
+            })
         else {
             return;
         };
