@@ -32,7 +32,10 @@ fn a_viewer_gets_the_stream_as_it_comes() {
     };
     sim.publish(SHOW, cfg, link()).expect("publisher accepted");
     let viewers: Vec<_> = (0..4)
-        .map(|i| sim.view(SHOW, Some(i % 2), link()).expect("viewer accepted"))
+        .map(|i| {
+            sim.view(SHOW, Some(i % 2), link())
+                .expect("viewer accepted")
+        })
         .collect();
     sim.run_for(Duration::from_secs(10));
     for &v in &viewers {

@@ -193,24 +193,19 @@ impl Peer {
 
     /// Set up an outgoing track after negotiation (viewer side).
     pub fn add_out_track(&mut self, mid: Mid, track: Track) {
-        let Some(ssrc) = self
-            .rtc
-            .direct_api()
-            .stream_tx_by_mid(mid, None)
-            .map(|s| {
-                if track == Track::Video {
-                    // The ratio cap stays str0m's default: BWE probes pad with cached packets.
-                    s.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
-                    // Video stays paced: with BWE on, str0m paces it at 1.1 × the estimate
-                    // (from `INITIAL_ESTIMATE_BPS`), which holds a 2.5 Mbit/s layer back for
-                    // seconds until the estimate catches up (docs/performance.md). Unpaced,
-                    // it leaves at once, but str0m then picks between audio and video queued
-                    // at one instant in hash order, and the harness's runs stop being
-                    // reproducible from their seed.
-                }
-                s.ssrc()
-            })
-        else {
+        let Some(ssrc) = self.rtc.direct_api().stream_tx_by_mid(mid, None).map(|s| {
+            if track == Track::Video {
+                // The ratio cap stays str0m's default: BWE probes pad with cached packets.
+                s.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                // Video stays paced: with BWE on, str0m paces it at 1.1 × the estimate
+                // (from `INITIAL_ESTIMATE_BPS`), which holds a 2.5 Mbit/s layer back for
+                // seconds until the estimate catches up (docs/performance.md). Unpaced,
+                // it leaves at once, but str0m then picks between audio and video queued
+                // at one instant in hash order, and the harness's runs stop being
+                // reproducible from their seed.
+            }
+            s.ssrc()
+        }) else {
             return;
         };
         let remote: Vec<u8> = self
