@@ -10,8 +10,8 @@
 //! * `str0m/*`: the same work on bare str0m peers, to attribute it: write+poll only, with a
 //!   `handle_input(Timeout)` per viewer per packet (what hawker did before), and batched (one
 //!   timeout per viewer after the packet was written to all, what hawker does now).
-//! * `shard/fanout_per_delivered_packet_simulcast3`: the same with a 3-layer publisher, per
-//!   packet a viewer receives; layer choice and dropping the other layers should cost < 10 %.
+//! * `shard/fanout_per_packet_simulcast3`: the same with a 3-layer publisher (per offered
+//!   packet and viewer); a viewer takes one packet in three, so about a third of the above.
 //! * `bwe/*`: what a viewer's bandwidth estimation (on since simulcast) adds per viewer per
 //!   packet and per idle timer, on str0m pairs with the client's TWCC feedback flowing back.
 //! * `events/*`: serialising a highlight once and sharing the `Arc<str>` with 1000 viewers is
@@ -265,9 +265,11 @@ fn bench_shard(c: &mut Criterion) {
         });
     }
     // Simulcast: packets of three layers in turn (a 3-layer publisher), each viewer on the one
-    // its estimate allows. Reported per *delivered* packet (the time is scaled by offered ÷
-    // delivered), to set beside `fanout_per_packet`: hypothesis, the decision and drop for the
-    // other layers' packets costs < 10 % per delivered packet.
+    // its estimate allows. Per offered packet and viewer, to set beside `fanout_per_packet`:
+    // hypothesis, a viewer takes one packet in three, so this costs about a third of it plus
+    // the decision and drop for the other layers' packets. The share of packets that left
+    // (`delivered`) is printed: with BWE on, str0m's pacer releases a viewer's video at its
+    // estimate, so in this bench's virtual time most written packets wait in the pacer.
     for n in [100usize] {
         let mut net = ShardNet::new(n);
         net.seq = 60 * 1000;
@@ -284,7 +286,7 @@ fn bench_shard(c: &mut Criterion) {
         }
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(
-            BenchmarkId::new("fanout_per_delivered_packet_simulcast3", n),
+            BenchmarkId::new("fanout_per_packet_simulcast3", n),
             &n,
             |b, _| {
                 b.iter_custom(|iters| {
@@ -306,9 +308,11 @@ fn bench_shard(c: &mut Criterion) {
                             net.core().transmits.clear();
                         }
                     }
-                    // Per delivered packet: offered × n ÷ delivered.
-                    let scale = (iters * n as u64) as f64 / delivered.max(1) as f64;
-                    spent.mul_f64(scale)
+                    eprintln!(
+                        "simulcast3: {iters} packets offered to {n} viewers, {delivered} \
+                         datagrams left"
+                    );
+                    spent
                 })
             },
         );
