@@ -153,6 +153,9 @@ impl Driver {
                     more = true;
                 }
             }
+            // Publisher packets go to the other shards before this shard's own fan-out (in
+            // `handle_timeout`), so the shards fan out in parallel.
+            self.flush_outbox();
             self.core.handle_timeout(Instant::now());
             self.flush();
             if !self.rx.is_empty() {
@@ -190,6 +193,23 @@ impl Driver {
         self.core.handle_msg(Instant::now(), env.msg);
     }
 
+    /// Hand what the other shards must hear to their channels, one wake per shard however many
+    /// messages.
+    fn flush_outbox(&mut self) {
+        let core = &mut self.core;
+        if core.outbox.is_empty() {
+            return;
+        }
+        let me = core.settings().index;
+        for (_, s) in self.shards.iter().enumerate().filter(|&(i, _)| i != me) {
+            for m in &core.outbox {
+                let _ = s.tx.send(Envelope::plain(m.to_msg()));
+            }
+            let _ = s.waker.wake();
+        }
+        core.outbox.clear();
+    }
+
     /// Drain the core's queues: datagrams, cross-shard messages, events, replies.
     fn flush(&mut self) {
         let core = &mut self.core;
@@ -212,17 +232,8 @@ impl Driver {
             }
             core.transmits.clear();
         }
-        if !core.outbox.is_empty() {
-            let me = core.settings().index;
-            for (_, s) in self.shards.iter().enumerate().filter(|&(i, _)| i != me) {
-                for m in &core.outbox {
-                    let _ = s.tx.send(Envelope::plain(m.to_msg()));
-                }
-                // One wake per shard per loop pass, however many messages.
-                let _ = s.waker.wake();
-            }
-            core.outbox.clear();
-        }
+        self.flush_outbox();
+        let core = &mut self.core;
         match &self.recorder {
             Some(r) => r.push_media(core.recorded.drain(..)),
             None => core.recorded.clear(),

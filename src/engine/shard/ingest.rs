@@ -263,7 +263,9 @@ impl Core {
         if want_key {
             self.keyframe_wanted(now, &mp.show, layer);
         }
-        self.fanout(now, &mp);
+        // The local fan-out waits for `handle_timeout`, after the driver handed the packet to
+        // the other shards.
+        self.local_media.push(mp);
     }
 
     /// A local viewer needs a keyframe of a layer: ask the layer's gate here if this is the

@@ -155,6 +155,10 @@ pub struct Core {
     /// pair per peer would cost a key generation on the shard thread at every join). `None`
     /// if generation failed: str0m then makes one per peer.
     dtls_cert: Option<DtlsCert>,
+    /// Publisher packets ingested here and already in [`Core::outbox`], not yet fanned out to
+    /// this shard's viewers: that waits for [`Core::handle_timeout`], so a driver can hand the
+    /// packets to the other shards first and the shards fan out in parallel.
+    local_media: Vec<Arc<MediaPacket>>,
     /// The peer whose next operation panics ([`Fault::Peer`]).
     #[cfg(feature = "fault-injection")]
     doomed: Option<PeerId>,
@@ -213,6 +217,7 @@ impl Core {
             replies: Vec::new(),
             recorded: Vec::new(),
             dtls_cert: shard_cert(),
+            local_media: Vec::new(),
             #[cfg(feature = "fault-injection")]
             doomed: None,
             #[cfg(feature = "fault-injection")]
@@ -401,8 +406,19 @@ impl Core {
         });
     }
 
-    /// Drive peers and gates whose time has come.
+    /// Fan out the publisher packets ingested since the last call, then drive peers and gates
+    /// whose time has come. Every packet written to a viewer since the last call (one receive
+    /// batch) leaves here, with one `Input::Timeout` and one poll per viewer.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.local_media.is_empty() {
+            let media = std::mem::take(&mut self.local_media);
+            for mp in &media {
+                self.fanout(now, mp);
+            }
+            // Keep the allocation for the next batch.
+            self.local_media = media;
+            self.local_media.clear();
+        }
         for idx in 0..self.peers.slots() {
             if self.peers.get_mut(idx).is_some() {
                 self.guarded(idx, |core| core.peer_timeout(now, idx));
@@ -445,8 +461,12 @@ impl Core {
         }
     }
 
-    /// Earliest time [`Core::handle_timeout`] has work.
+    /// Earliest time [`Core::handle_timeout`] has work (a time already past when packets wait
+    /// for their local fan-out).
     pub fn next_deadline(&self) -> Option<Instant> {
+        if !self.local_media.is_empty() {
+            return Some(self.epoch);
+        }
         let peers = self.peers.iter().map(|p| {
             let d = match p.start_at {
                 Some(t) => p.deadline.min(t),

@@ -21,6 +21,15 @@ use crate::engine::forwarder::{self, Codec, PtMap, Track};
 use crate::engine::simulcast::{Quality, Select, INITIAL_ESTIMATE_BPS, MAX_LAYERS};
 use crate::engine::{PeerId, Role};
 
+/// Most video packets a viewer's RTX cache keeps for retransmission: 1 s of video up to
+/// ≈ 4 Mbit/s at 1200 B payloads. str0m's default (2000 packets / 3 s) holds ≈ 600 packets at
+/// 2.5 Mbit/s, ≈ 500 KiB per viewer, and a retransmission older than ~1 s arrives after the
+/// frame it belongs to is due.
+pub(super) const RTX_CACHE_PACKETS: usize = 400;
+
+/// Oldest packet a viewer's RTX cache keeps (see [`RTX_CACHE_PACKETS`]).
+pub(super) const RTX_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a publisher's video packet is not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ignored {
@@ -190,12 +199,19 @@ impl Peer {
 
     /// Set up an outgoing track after negotiation (viewer side).
     pub fn add_out_track(&mut self, mid: Mid, track: Track) {
-        let Some(ssrc) = self
-            .rtc
-            .direct_api()
-            .stream_tx_by_mid(mid, None)
-            .map(|s| s.ssrc())
-        else {
+        let Some(ssrc) = self.rtc.direct_api().stream_tx_by_mid(mid, None).map(|s| {
+            if track == Track::Video {
+                // The ratio cap stays str0m's default: BWE probes pad with cached packets.
+                s.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                // Video stays paced: with BWE on, str0m paces it at 1.1 × the estimate
+                // (from `INITIAL_ESTIMATE_BPS`), which holds a 2.5 Mbit/s layer back for
+                // seconds until the estimate catches up (docs/performance.md). Unpaced,
+                // it leaves at once, but str0m then picks between audio and video queued
+                // at one instant in hash order, and the harness's runs stop being
+                // reproducible from their seed.
+            }
+            s.ssrc()
+        }) else {
             return;
         };
         let remote: Vec<u8> = self

@@ -104,6 +104,10 @@ pub struct Opts {
     /// 0 sends every frame as one burst (worst case for the SFU's forwarding delay).
     #[arg(long, default_value_t = 2.5)]
     pub pacing_factor: f64,
+    /// Publish three synthetic simulcast layers (rids q, h, f) at 6 %, 28 % and 100 % of
+    /// `--video-kbps`, like Chrome's 720p simulcast; viewers pick theirs by bandwidth estimate.
+    #[arg(long)]
+    pub simulcast: bool,
     /// Seller event period (highlight, or chat when the show has no products); 0s disables.
     #[arg(long, default_value = "1s")]
     pub event_interval: humantime::Duration,
@@ -119,6 +123,15 @@ pub struct Opts {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The layers' bitrates with `--simulcast` (lowest first), else empty.
+pub fn simulcast_kbps(opts: &Opts) -> Vec<u32> {
+    if !opts.simulcast {
+        return Vec::new();
+    }
+    let top = opts.video_kbps.max(300);
+    vec![(top * 6 / 100).max(100), (top * 28 / 100).max(200), top]
 }
 
 /// Parse `--codec`: a video codec name (`vp8`, `h264`).
@@ -170,6 +183,8 @@ pub struct RunConfig {
     pub payload_size: usize,
     /// Publisher pacing factor (0 = bursts).
     pub pacing_factor: f64,
+    /// Simulcast layers' kbit/s, lowest first (empty: one layer).
+    pub simulcast_kbps: Vec<u32>,
     /// Buys per second.
     pub buy_rate: f64,
     /// Viewer worker threads.
@@ -474,6 +489,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
                 event_interval: opts.event_interval.into(),
                 local_ip,
                 pacing_factor: opts.pacing_factor.max(0.0),
+                simulcast_kbps: simulcast_kbps(&opts),
             };
             let p = publisher::start(cfg, h.clone(), shared.clone())
                 .context("publisher failed to go live")?;
@@ -945,6 +961,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
             fps: opts.fps,
             payload_size: opts.payload_size,
             pacing_factor: opts.pacing_factor,
+            simulcast_kbps: simulcast_kbps(&opts),
             buy_rate: opts.buy_rate,
             threads,
             published: opts.token.is_some(),

@@ -1,7 +1,10 @@
 //! The synthetic publisher: one str0m client peer on its own thread that sends video frames at
 //! a fixed rate and bitrate (keyframes every GOP and on PLI), Opus every 20 ms, and a seller
 //! event (highlight, or chat when the show has no products) every `event_interval` on the
-//! `events` channel. Every payload ends with its send time.
+//! `events` channel. Every payload ends with its send time. With simulcast it sends up to three
+//! layers (rids `q`, `h`, `f`, lowest first), each with its own SSRC, sequence numbers, RTP
+//! timestamps and VP8 PictureIDs, all keyframes at once (as libwebrtc's encoders do), the
+//! layer in the trailer.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -49,6 +52,15 @@ pub struct Config {
     /// Spread a frame's packets at this multiple of the video bitrate, as libwebrtc's pacer
     /// does (2.5); 0 sends each frame as one burst (the worst case for an SFU).
     pub pacing_factor: f64,
+    /// Simulcast layers' bitrates, kbit/s, lowest first (at most 3); empty: one layer at
+    /// `video_kbps`.
+    pub simulcast_kbps: Vec<u32>,
+}
+
+/// A simulcast layer's (sequence number and PictureID, RTP timestamp) offsets, so the layers
+/// are told apart only by SSRC and rid, as a browser's are.
+fn layer_base(layer: usize) -> (u64, u32) {
+    [(0, 0), (20_011, 7_777_777), (40_009, 3_000_000_001)][layer.min(2)]
 }
 
 /// Shared between the publisher thread and the rest of the generator.
@@ -109,7 +121,12 @@ pub fn start(cfg: Config, http: signal::Handle, shared: Arc<Shared>) -> anyhow::
         _ => Offer::Vp8,
     };
     let mut rtc = client::rtc(now, local, offer_kind);
-    let (offer, pending, mids) = client::publisher_offer(&mut rtc);
+    let layers = cfg.simulcast_kbps.len().min(client::RIDS.len());
+    let (offer, pending, mids) = if layers > 0 {
+        client::simulcast_offer(&mut rtc, &client::RIDS[..layers])
+    } else {
+        client::publisher_offer(&mut rtc)
+    };
     let url = format!("{}/whip/{}", cfg.base.trim_end_matches('/'), cfg.show);
     let resp = http.call(Req::Post {
         url: url.clone(),
@@ -168,6 +185,8 @@ struct Publisher {
     channel: Option<ChannelId>,
     key_wanted: bool,
     tx: Option<(Ssrc, u8, Ssrc, u8)>,
+    /// Simulcast: one SSRC per layer, lowest first.
+    layer_tx: Vec<Ssrc>,
     dead: bool,
 }
 
@@ -197,6 +216,7 @@ impl Publisher {
             channel: None,
             key_wanted: false,
             tx: None,
+            layer_tx: Vec::new(),
             dead: false,
         })
     }
@@ -295,16 +315,43 @@ impl Publisher {
             let vc = self.cfg.codec;
             let vpt = client::pt_for(&self.rtc, self.mids.video, vc)?;
             let apt = client::pt_for(&self.rtc, self.mids.audio, Codec::Opus)?;
+            let layers = self.cfg.simulcast_kbps.len().min(client::RIDS.len());
             let mut api = self.rtc.direct_api();
-            let vs = api.stream_tx_by_mid(self.mids.video, None)?.ssrc();
+            self.layer_tx = client::RIDS[..layers]
+                .iter()
+                .filter_map(|r| {
+                    api.stream_tx_by_mid(self.mids.video, Some((*r).into()))
+                        .map(|s| s.ssrc())
+                })
+                .collect();
+            if self.layer_tx.len() != layers {
+                return None;
+            }
+            let vs = match self.layer_tx.first() {
+                Some(s) => *s,
+                None => api.stream_tx_by_mid(self.mids.video, None)?.ssrc(),
+            };
             let a_s = api.stream_tx_by_mid(self.mids.audio, None)?.ssrc();
             self.tx = Some((vs, vpt, a_s, apt));
         }
         self.tx
     }
 
-    fn send(&mut self, ssrc: Ssrc, pt: u8, seq: u64, ts: u32, mut payload: Vec<u8>, marker: bool) {
-        media::put_trailer(&mut payload, media::wall_us());
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        ssrc: Ssrc,
+        pt: u8,
+        seq: u64,
+        ts: u32,
+        mut payload: Vec<u8>,
+        marker: bool,
+        layer: Option<u8>,
+    ) {
+        match layer {
+            Some(l) => media::put_trailer_layer(&mut payload, media::wall_us(), l),
+            None => media::put_trailer(&mut payload, media::wall_us()),
+        }
         let now = Instant::now();
         if let Some(tx) = self.rtc.direct_api().stream_tx(&ssrc) {
             tx.write_rtp(
@@ -339,22 +386,40 @@ impl Publisher {
         let gop_s = self.cfg.keyframe_interval.as_secs_f64().max(0.1);
         let frames_per_gop = (fps as f64 * gop_s).max(1.0);
         // A keyframe is ~4 delta frames: bytes/s = (frames_per_gop + 3) · delta / gop_s.
-        let delta_bytes =
-            ((self.cfg.video_kbps as f64 * 1000.0 / 8.0) * gop_s / (frames_per_gop + 3.0)) as usize;
-        let key_bytes = delta_bytes * 4;
+        // Per layer (one without simulcast): its kbit/s.
+        let layer_kbps: Vec<u32> = if self.layer_tx.is_empty() {
+            vec![self.cfg.video_kbps]
+        } else {
+            self.cfg.simulcast_kbps[..self.layer_tx.len()].to_vec()
+        };
+        let delta_bytes: Vec<usize> = layer_kbps
+            .iter()
+            .map(|&k| ((k as f64 * 1000.0 / 8.0) * gop_s / (frames_per_gop + 3.0)) as usize)
+            .collect();
+        let layer_ssrc: Vec<Ssrc> = if self.layer_tx.is_empty() {
+            vec![vssrc]
+        } else {
+            self.layer_tx.clone()
+        };
+        let simulcast = !self.layer_tx.is_empty();
         let audio_iv = Duration::from_millis(20);
         let start = Instant::now();
         let (mut next_video, mut next_audio) = (start, start);
         let mut next_event = start + Duration::from_millis(500);
         let mut last_key: Option<Instant> = None;
-        let (mut vseq, mut aseq) = (1000u64, 5000u64);
+        // Next sequence number per layer.
+        let mut vseq: Vec<u64> = (0..layer_ssrc.len())
+            .map(|l| 1000 + layer_base(l).0)
+            .collect();
+        let mut aseq = 5000u64;
         let (mut frame_no, mut audio_no) = (0u64, 0u64);
         let mut event_no = 0u64;
         let mut last_capture_ms = 0i64;
-        // Paced video packets waiting for their send time: (due, ts, payload, marker).
-        let mut paced: std::collections::VecDeque<(Instant, u32, Vec<u8>, bool)> =
+        // Paced video packets waiting for their send time: (due, layer, ts, payload, marker).
+        let mut paced: std::collections::VecDeque<(Instant, usize, u32, Vec<u8>, bool)> =
             Default::default();
-        let pace_bps = self.cfg.video_kbps as f64 * 1000.0 * self.cfg.pacing_factor;
+        let total_kbps: u32 = layer_kbps.iter().sum();
+        let pace_bps = total_kbps as f64 * 1000.0 * self.cfg.pacing_factor;
         let _ = ready.send(Ok(()));
         while !self.shared.stop.load(Ordering::Relaxed) && !self.dead {
             let now = Instant::now();
@@ -372,22 +437,40 @@ impl Publisher {
                     self.key_wanted = false;
                     self.shared.keyframes.fetch_add(1, Ordering::Relaxed);
                 }
-                let bytes = if key { key_bytes } else { delta_bytes };
-                let ts = (frame_no * 90_000 / fps) as u32;
-                let chunks =
-                    media::video_frame(self.cfg.codec, key, bytes, self.cfg.payload_size, frame_no);
+                let frame_ts = (frame_no * 90_000 / fps) as u32;
                 // Leftovers of the previous frame go now (a pacer drains before a new frame).
-                while let Some((_, pts, p, m)) = paced.pop_front() {
-                    self.send(vssrc, vpt, vseq, pts, p, m);
-                    vseq += 1;
+                while let Some((_, l, pts, p, m)) = paced.pop_front() {
+                    let layer = simulcast.then_some(l as u8);
+                    self.send(layer_ssrc[l], vpt, vseq[l], pts, p, m, layer);
+                    vseq[l] += 1;
                     self.shared.video_packets.fetch_add(1, Ordering::Relaxed);
                 }
                 let mut due = now;
-                for c in chunks {
-                    let bits = (c.payload_len_hint() * 8) as f64;
-                    paced.push_back((due, ts, c.payload, c.last));
-                    if pace_bps > 0.0 {
-                        due += Duration::from_secs_f64(bits / pace_bps);
+                for (l, &delta) in delta_bytes.iter().enumerate() {
+                    let bytes = if key { delta * 4 } else { delta };
+                    let (base, ts_base) = layer_base(l);
+                    let ts = frame_ts.wrapping_add(ts_base);
+                    let chunks = media::video_frame(
+                        self.cfg.codec,
+                        key,
+                        bytes,
+                        self.cfg.payload_size,
+                        frame_no,
+                    );
+                    for c in chunks {
+                        let bits = (c.payload_len_hint() * 8) as f64;
+                        let payload = match self.cfg.codec {
+                            // Each layer its own PictureID and TL0PICIDX, as browsers send.
+                            Codec::Vp8 if simulcast => {
+                                let id = base + frame_no;
+                                media::vp8_with_ids(&c.payload, (id & 0x7fff) as u16, id as u8)
+                            }
+                            _ => c.payload,
+                        };
+                        paced.push_back((due, l, ts, payload, c.last));
+                        if pace_bps > 0.0 {
+                            due += Duration::from_secs_f64(bits / pace_bps);
+                        }
                     }
                 }
                 frame_no += 1;
@@ -397,15 +480,16 @@ impl Publisher {
                 }
             }
             while paced.front().is_some_and(|(d, ..)| *d <= Instant::now()) {
-                let (_, pts, p, m) = paced.pop_front().expect("front exists");
-                self.send(vssrc, vpt, vseq, pts, p, m);
-                vseq += 1;
+                let (_, l, pts, p, m) = paced.pop_front().expect("front exists");
+                let layer = simulcast.then_some(l as u8);
+                self.send(layer_ssrc[l], vpt, vseq[l], pts, p, m, layer);
+                vseq[l] += 1;
                 self.shared.video_packets.fetch_add(1, Ordering::Relaxed);
             }
             if now >= next_audio {
                 let p = media::opus_packet(self.cfg.audio_bytes, audio_no);
                 let ts = (audio_no * 960) as u32;
-                self.send(assrc, apt, aseq, ts, p, false);
+                self.send(assrc, apt, aseq, ts, p, false, None);
                 aseq += 1;
                 audio_no += 1;
                 self.shared.audio_packets.fetch_add(1, Ordering::Relaxed);
