@@ -89,6 +89,7 @@ seed_demo = false
 enabled = false
 [commerce]
 buys_per_minute = 100000
+buys_per_minute_per_ip = 0
 {hooks}
 "#,
             dir.join("data").display()

@@ -76,6 +76,7 @@ secret = "crash-test-secret-0123456789abcdef-0123"
 seed_demo = false
 [commerce]
 buys_per_minute = 100000
+buys_per_minute_per_ip = 0
 "#,
             dir.display()
         ),

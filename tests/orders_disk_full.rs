@@ -66,6 +66,7 @@ secret = "{SECRET}"
 seed_demo = false
 [commerce]
 buys_per_minute = 100000
+buys_per_minute_per_ip = 0
 "#,
             data.display()
         ),
