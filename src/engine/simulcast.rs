@@ -268,6 +268,11 @@ impl Meter {
         self.last = Some(now);
     }
 
+    /// Whether any packet of the layer was ever counted.
+    pub fn seen(&self) -> bool {
+        self.last.is_some()
+    }
+
     /// The measured bitrate if the layer is flowing.
     pub fn rate(&self, now: Instant) -> Option<u64> {
         let last = self.last?;

@@ -25,7 +25,7 @@ pub(super) fn accept(
     show: &ShowSpec,
     role: Role,
     offer: SdpOffer,
-    quality: Quality,
+    (quality, bwe): (Quality, bool),
     cert: Option<&DtlsCert>,
 ) -> Result<(Peer, String), Error> {
     let mut cfg = Rtc::builder()
@@ -40,8 +40,10 @@ pub(super) fn accept(
     if let Some(cert) = cert {
         cfg = cfg.set_dtls_cert(cert.clone());
     }
-    if role == Role::Viewer {
-        // A viewer's layer follows its bandwidth estimate (TWCC feedback).
+    if bwe {
+        // A viewer's layer follows its bandwidth estimate (TWCC feedback). str0m then paces
+        // the viewer's video at 1.1 × the estimate, which starts at `INITIAL_ESTIMATE_BPS`;
+        // viewers of a single-layer show get no estimation and so no pacing (`bwe` false).
         cfg = cfg.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
     }
     for c in &show.video_codecs {
@@ -146,6 +148,11 @@ pub(super) fn accept(
     let names: Vec<&str> = rids.iter().map(|r| &**r).collect();
     let layers = order_rids(&names);
     let mut peer = Peer::new(id, rtc, show.id.clone(), role, now);
+    if !bwe {
+        // No estimate: nothing limits the layer but the viewer's cap (should the show turn
+        // simulcast later, as before estimation existed).
+        peer.estimate = u64::MAX;
+    }
     peer.rids = rids.iter().copied().zip(layers).collect();
     peer.quality = quality;
     // Set tracks up now rather than on `MediaAdded`: str0m reports `Connected` first, and a

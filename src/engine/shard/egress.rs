@@ -56,6 +56,12 @@ impl Outgoing {
     pub fn rates(&self, now: Instant) -> [Option<u64>; MAX_LAYERS] {
         std::array::from_fn(|l| self.meters[l].rate(now))
     }
+
+    /// The show is flowing with one layer and has never sent another: its viewers have no
+    /// layer to choose, so they need no bandwidth estimation.
+    pub fn single_layer(&self, now: Instant) -> bool {
+        self.meters[0].rate(now).is_some() && self.meters[1..].iter().all(|m| !m.seen())
+    }
 }
 
 impl Core {

@@ -283,6 +283,14 @@ impl Core {
             return;
         }
         let announce = self.s.announce;
+        // A viewer runs bandwidth estimation to choose its simulcast layer. A viewer of a show
+        // known to send one layer has nothing to choose, and estimation would only pace its
+        // video behind an estimate that starts far below the stream (see `accept`).
+        let bwe = role == Role::Viewer
+            && !self
+                .shows
+                .get(&show.id)
+                .is_some_and(|s| s.out.single_layer(now));
         let accepted = panic::catch_unwind(AssertUnwindSafe(|| {
             accept::accept(
                 now,
@@ -291,7 +299,7 @@ impl Core {
                 &show,
                 role,
                 offer,
-                quality,
+                (quality, bwe),
                 self.dtls_cert.as_ref(),
             )
         }))
