@@ -246,6 +246,7 @@ pub struct Meter {
     bytes: u64,
     rate: Option<u64>,
     last: Option<Instant>,
+    first: Option<Instant>,
 }
 
 impl Meter {
@@ -256,6 +257,7 @@ impl Meter {
 
     /// Count a packet.
     pub fn add(&mut self, now: Instant, bytes: usize) {
+        self.first.get_or_insert(now);
         let start = *self.start.get_or_insert(now);
         let el = now.saturating_duration_since(start);
         if el >= Self::WINDOW {
@@ -271,6 +273,11 @@ impl Meter {
     /// Whether any packet of the layer was ever counted.
     pub fn seen(&self) -> bool {
         self.last.is_some()
+    }
+
+    /// How long ago the layer's first packet was counted.
+    pub fn age(&self, now: Instant) -> Option<Duration> {
+        self.first.map(|t| now.saturating_duration_since(t))
     }
 
     /// The measured bitrate if the layer is flowing.

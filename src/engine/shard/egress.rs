@@ -3,7 +3,7 @@
 //! data-channel text with the greeting hold (the snapshot is always a viewer's first message).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
 use str0m::rtp::RtpWrite;
@@ -23,6 +23,10 @@ const RTP_OVERHEAD: usize = 12 + 16 + 8 + 20;
 
 /// Most broadcasts held for a peer until its greeting (snapshot) is sent.
 pub const HELD_TEXT_MAX: usize = 256;
+
+/// How long a show must flow with one layer, and no other, before its new viewers skip
+/// bandwidth estimation ([`Outgoing::single_layer`]).
+pub(super) const SINGLE_LAYER_AFTER: Duration = Duration::from_secs(3);
 
 /// A show's outgoing state on one shard.
 #[derive(Default)]
@@ -57,10 +61,16 @@ impl Outgoing {
         std::array::from_fn(|l| self.meters[l].rate(now))
     }
 
-    /// The show is flowing with one layer and has never sent another: its viewers have no
-    /// layer to choose, so they need no bandwidth estimation.
+    /// The show has flowed with one layer for [`SINGLE_LAYER_AFTER`] and never sent another:
+    /// its viewers have no layer to choose, so they need no bandwidth estimation. (A browser
+    /// publishing simulcast adds its upper layers as its own estimate grows, within about a
+    /// second on a good link: a show is not called single-layer before that.)
     pub fn single_layer(&self, now: Instant) -> bool {
-        self.meters[0].rate(now).is_some() && self.meters[1..].iter().all(|m| !m.seen())
+        self.meters[0].rate(now).is_some()
+            && self.meters[0]
+                .age(now)
+                .is_some_and(|a| a >= SINGLE_LAYER_AFTER)
+            && self.meters[1..].iter().all(|m| !m.seen())
     }
 }
 
