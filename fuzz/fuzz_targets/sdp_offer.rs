@@ -37,7 +37,6 @@ fuzz_target!(|data: &[u8]| {
         ice_timeout: Duration::from_secs(5),
         max_peers: 10,
         keyframe_cache_age: Duration::from_secs(1),
-        record_layer: 0,
     };
     let mut core = Core::new(
         now,
