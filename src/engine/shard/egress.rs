@@ -89,17 +89,18 @@ impl Core {
                 show.out.cache(mp);
             }
         }
-        // Index loop: forward_one() needs &mut self. Each viewer's forward is guarded on its
-        // own: a panic drops that viewer, not the publisher whose datagram brought the packet
-        // nor (for a packet from another shard) the whole shard.
-        let mut i = 0;
-        while let Some(&idx) = self.shows.get(&mp.show).and_then(|s| s.viewers.get(i)) {
+        // forward_one() needs &mut self: the viewers are copied into a reused buffer, one show
+        // lookup per packet. Each viewer's forward is guarded on its own: a panic drops that
+        // viewer, not the publisher whose datagram brought the packet nor (for a packet from
+        // another shard) the whole shard. A viewer dropped meanwhile is no longer in the peer
+        // table, and forward_one() skips it.
+        let mut viewers = std::mem::take(&mut self.fan_viewers);
+        viewers.extend_from_slice(&show.viewers);
+        for &idx in &viewers {
             self.guarded(idx, |core| core.forward_one(now, idx, mp));
-            // A dropped viewer left the list: the next one is now at `i`.
-            if self.shows.get(&mp.show).and_then(|s| s.viewers.get(i)) == Some(&idx) {
-                i += 1;
-            }
         }
+        viewers.clear();
+        self.fan_viewers = viewers;
     }
 
     /// A viewer's settle delay is over: pick its layer, replay that layer's cached keyframe

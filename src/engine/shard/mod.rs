@@ -159,6 +159,9 @@ pub struct Core {
     /// this shard's viewers: that waits for [`Core::handle_timeout`], so a driver can hand the
     /// packets to the other shards first and the shards fan out in parallel.
     local_media: Vec<Arc<MediaPacket>>,
+    /// Scratch for [`Core::fanout`]: the show's viewers of the packet being fanned out (kept
+    /// to reuse its allocation).
+    fan_viewers: Vec<usize>,
     /// The peer whose next operation panics ([`Fault::Peer`]).
     #[cfg(feature = "fault-injection")]
     doomed: Option<PeerId>,
@@ -218,6 +221,7 @@ impl Core {
             recorded: Vec::new(),
             dtls_cert: shard_cert(),
             local_media: Vec::new(),
+            fan_viewers: Vec::new(),
             #[cfg(feature = "fault-injection")]
             doomed: None,
             #[cfg(feature = "fault-injection")]
