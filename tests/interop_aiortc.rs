@@ -13,7 +13,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::aiortc::{ready_or_skip, run_peer};
@@ -37,29 +37,6 @@ fn spawn_publisher(
     tokio::spawn(run_peer(args, Duration::from_secs(seconds as u64 + 30)))
 }
 
-async fn start(name: &str, http: u16, metrics: u16) -> Hawker {
-    let hawker = Hawker::start(name, "127.0.0.1", http, metrics);
-    let up = Instant::now();
-    loop {
-        if get_raw_ok(&hawker.metrics).await {
-            return hawker;
-        }
-        assert!(
-            up.elapsed() < Duration::from_secs(20),
-            "hawker did not start:\n{}",
-            hawker.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn get_raw_ok(url: &str) -> bool {
-    let Ok(client) = reqwest::Client::builder().no_proxy().build() else {
-        return false;
-    };
-    matches!(client.get(url).send().await, Ok(r) if r.status().is_success())
-}
-
 async fn wait_live(hawker: &Hawker) {
     let n = hawker
         .wait_metric("hawker_media_keyframes_in_total", &[], |n| n >= 1.0)
@@ -72,13 +49,7 @@ async fn wait_live(hawker: &Hawker) {
 }
 
 async fn all_gone(hawker: &Hawker) {
-    let left = hawker.wait_metric("hawker_peers", &[], |n| n == 0.0).await;
-    assert_eq!(
-        left,
-        0.0,
-        "every session ended; hawker log:\n{}",
-        hawker.log()
-    );
+    hawker.assert_all_gone().await;
     assert_eq!(
         hawker.metric("hawker_dtls_failures_total", &[]).await,
         0.0,
@@ -92,7 +63,7 @@ async fn aiortc_publisher_to_aiortc_viewer() {
         return;
     }
     support::init_logging();
-    let hawker = start("aiortc-aa", 18610, 19610).await;
+    let hawker = Hawker::start_ready("aiortc-aa", 18610, 19610).await;
     let publisher = spawn_publisher(&hawker, "aa", 12, "vp8");
     wait_live(&hawker).await;
     let viewer = run_peer(
@@ -134,7 +105,7 @@ async fn aiortc_publisher_to_webrtc_rs_viewer() {
         return;
     }
     support::init_logging();
-    let hawker = start("aiortc-aw", 18620, 19620).await;
+    let hawker = Hawker::start_ready("aiortc-aw", 18620, 19620).await;
     let publisher = spawn_publisher(&hawker, "aw", 8, "h264");
     wait_live(&hawker).await;
     let viewer = Viewer::connect(
@@ -178,7 +149,7 @@ async fn webrtc_rs_publisher_to_aiortc_viewer() {
         return;
     }
     support::init_logging();
-    let hawker = start("aiortc-wa", 18630, 19630).await;
+    let hawker = Hawker::start_ready("aiortc-wa", 18630, 19630).await;
     let publisher = Publisher::connect(
         &format!("{}/whip/wa", hawker.http),
         &hawker.token("wa", "publisher"),

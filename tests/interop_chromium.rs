@@ -13,50 +13,18 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::binary::Hawker;
 use support::{MediaKind, Publisher, PublisherOpts, Viewer, ViewerOpts};
-
-async fn start(name: &str, http: u16, metrics: u16) -> Hawker {
-    let hawker = Hawker::start(name, "127.0.0.1", http, metrics);
-    let up = Instant::now();
-    loop {
-        let ok = match reqwest::Client::builder().no_proxy().build() {
-            Ok(c) => {
-                matches!(c.get(&hawker.metrics).send().await, Ok(r) if r.status().is_success())
-            }
-            Err(_) => false,
-        };
-        if ok {
-            return hawker;
-        }
-        assert!(
-            up.elapsed() < Duration::from_secs(20),
-            "hawker did not start:\n{}",
-            hawker.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn all_gone(hawker: &Hawker) {
-    let left = hawker.wait_metric("hawker_peers", &[], |n| n == 0.0).await;
-    assert_eq!(
-        left,
-        0.0,
-        "every session ended; hawker log:\n{}",
-        hawker.log()
-    );
-}
 
 async fn chromium_to_webrtc_rs(name: &str, port: u16, codec: support::VideoCodec) {
     if !support::chromium::ready_or_skip() {
         return;
     }
     support::init_logging();
-    let hawker = start(name, port, port + 1000).await;
+    let hawker = Hawker::start_ready(name, port, port + 1000).await;
     let show = name;
     let wanted = match codec {
         support::VideoCodec::Vp8 => "vp8",
@@ -116,7 +84,7 @@ async fn chromium_to_webrtc_rs(name: &str, port: u16, codec: support::VideoCodec
     let mime = format!("video/{}", wanted.to_uppercase());
     assert_eq!(report["codec"], mime.as_str(), "{report}");
     assert_eq!(report["delete"], 200, "publisher DELETE: {report}");
-    all_gone(&hawker).await;
+    hawker.assert_all_gone().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +103,7 @@ async fn webrtc_rs_publisher_to_chromium_viewer() {
         return;
     }
     support::init_logging();
-    let hawker = start("rs-cr", 18660, 19660).await;
+    let hawker = Hawker::start_ready("rs-cr", 18660, 19660).await;
     let publisher = Publisher::connect(
         &format!("{}/whip/rscr", hawker.http),
         &hawker.token("rscr", "publisher"),
@@ -168,5 +136,5 @@ async fn webrtc_rs_publisher_to_chromium_viewer() {
     assert_eq!(report["delete"], 200, "viewer DELETE: {report}");
     assert!(!publisher.sent(MediaKind::Video).is_empty());
     assert_eq!(publisher.close().await.unwrap(), 200, "publisher DELETE");
-    all_gone(&hawker).await;
+    hawker.assert_all_gone().await;
 }

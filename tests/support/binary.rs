@@ -85,6 +85,41 @@ impl Hawker {
         }
     }
 
+    /// Starts `hawker serve` on 127.0.0.1 (see [`Hawker::start`]) and waits up to 20 s for its
+    /// metrics endpoint to answer.
+    pub async fn start_ready(name: &str, http_port: u16, metrics_port: u16) -> Hawker {
+        let hawker = Hawker::start(name, "127.0.0.1", http_port, metrics_port);
+        let up = Instant::now();
+        loop {
+            let ok = match reqwest::Client::builder().no_proxy().build() {
+                Ok(c) => {
+                    matches!(c.get(&hawker.metrics).send().await, Ok(r) if r.status().is_success())
+                }
+                Err(_) => false,
+            };
+            if ok {
+                return hawker;
+            }
+            assert!(
+                up.elapsed() < Duration::from_secs(20),
+                "hawker did not start:\n{}",
+                hawker.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until no peer is left (`hawker_peers` 0): every session ended.
+    pub async fn assert_all_gone(&self) {
+        let left = self.wait_metric("hawker_peers", &[], |n| n == 0.0).await;
+        assert_eq!(
+            left,
+            0.0,
+            "every session ended; hawker log:\n{}",
+            self.log()
+        );
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("hawker.log")).unwrap_or_default()
     }
