@@ -27,7 +27,7 @@ use hawker::app::App;
 use hawker::codec::Codec;
 use hawker::engine::forwarder::Track;
 use hawker::engine::Role;
-use hawker::http::media::{whep_post, WhepQuery};
+use hawker::http::media::{session_delete, whep_post, WhepQuery};
 use hawker::recording::file;
 use support::server::TestServer;
 
@@ -74,7 +74,33 @@ fn offer() -> String {
 }
 
 /// Poll a replay request until `stage` holds, then drop it.
-async fn cancel_at(app: &Arc<App>, stage: impl Fn(&App) -> bool) {
+///
+/// The request is polled by hand, but the shard answers on its own thread: if this thread is
+/// descheduled between the offer going out and the first look at the answer, the request can
+/// complete within the very poll that reached the stage. That run cancelled nothing, so its
+/// session is deleted and the request tried again; the test needs one request actually
+/// dropped at the stage, and fails if none ever is.
+async fn cancel_at(server: &TestServer, app: &Arc<App>, stage: impl Fn(&App) -> bool) {
+    for _ in 0..20 {
+        match cancel_once(app, &stage).await {
+            None => return,
+            Some(session) => {
+                let r = session_delete(
+                    State(app.clone()),
+                    Path((SHOW.to_string(), session.clone())),
+                )
+                .await;
+                assert!(r.is_ok(), "deleting the answered session {session:?}: {r:?}");
+                nothing_left(server, app).await;
+            }
+        }
+    }
+    panic!("in 20 tries the request always ended before it could be dropped at the stage");
+}
+
+/// One try: `None` once the request was dropped at `stage`, or the session id of a request
+/// that was answered (201) before the stage was seen.
+async fn cancel_once(app: &Arc<App>, stage: &impl Fn(&App) -> bool) -> Option<String> {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/sdp"));
     let query = WhepQuery {
@@ -93,10 +119,16 @@ async fn cancel_at(app: &Arc<App>, stage: impl Fn(&App) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
-            panic!(
-                "the request ended before the stage was reached: {:?}",
-                r.map(|r| r.status())
-            );
+            let resp = match r {
+                Ok(resp) if resp.status().as_u16() == 201 => resp,
+                other => panic!(
+                    "the request ended before the stage was reached: {:?}",
+                    other.map(|r| r.status())
+                ),
+            };
+            let location = resp.headers()["location"].to_str().unwrap().to_string();
+            let session = location.rsplit('/').next().unwrap().to_string();
+            return Some(session);
         }
         if stage(app) {
             break;
@@ -105,6 +137,7 @@ async fn cancel_at(app: &Arc<App>, stage: impl Fn(&App) -> bool) {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     drop(fut);
+    None
 }
 
 async fn nothing_left(server: &TestServer, app: &App) {
@@ -161,7 +194,7 @@ async fn slot_is_free(server: &TestServer) {
 async fn cancelled_while_reading_the_recording() {
     let server = server().await;
     let app = server.running.as_ref().unwrap().app.clone();
-    cancel_at(&app, |a| {
+    cancel_at(&server, &app, |a| {
         a.registry.session_count(Role::Viewer) == 1 && a.replays.is_empty()
     })
     .await;
@@ -174,7 +207,7 @@ async fn cancelled_while_reading_the_recording() {
 async fn cancelled_while_the_shard_answers() {
     let server = server().await;
     let app = server.running.as_ref().unwrap().app.clone();
-    cancel_at(&app, |a| a.replays.len() == 1).await;
+    cancel_at(&server, &app, |a| a.replays.len() == 1).await;
     nothing_left(&server, &app).await;
     slot_is_free(&server).await;
     server.stop().await;
