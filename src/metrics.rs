@@ -42,6 +42,7 @@ pub struct Metrics {
     layer_viewers: IntGaugeVec,
     switches: IntCounterVec,
     ignored: IntCounterVec,
+    layers_silent: IntCounterVec,
     bwe_estimate: HistogramVec,
     dc_refused: IntCounterVec,
     shard_panics: IntCounterVec,
@@ -230,7 +231,9 @@ pub struct ShardMetrics {
     /// Layer switches up, down.
     pub switches: [IntCounter; 2],
     /// Publisher video packets not used: unknown rid, rid reused, layer not on the clock yet.
-    pub ignored: [IntCounter; 3],
+    pub ignored: [IntCounter; 4],
+    /// Simulcast layers a publisher declared that never sent a packet.
+    pub layers_silent: IntCounter,
     /// Viewers' bandwidth estimates, bits/s.
     pub bwe_estimate: Histogram,
     /// Inbound data-channel messages refused in the shard: over the size limit.
@@ -266,7 +269,8 @@ impl ShardMetrics {
         &self.switches[usize::from(dir != "up")]
     }
 
-    /// Ignored publisher packets by reason (`unknown_rid`, `rid_reused`, `no_sender_report`).
+    /// Ignored publisher packets by reason (`unknown_rid`, `rid_reused`, `no_sender_report`,
+    /// `unknown_ssrc`).
     pub fn simulcast_ignored(&self, reason: &str) -> &IntCounter {
         let i = IGNORED_REASONS
             .iter()
@@ -276,7 +280,12 @@ impl ShardMetrics {
     }
 }
 
-const IGNORED_REASONS: [&str; 3] = ["unknown_rid", "rid_reused", "no_sender_report"];
+const IGNORED_REASONS: [&str; 4] = [
+    "unknown_rid",
+    "rid_reused",
+    "no_sender_report",
+    "unknown_ssrc",
+];
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -443,7 +452,8 @@ impl Metrics {
             bwe_estimate,
             layer_in: counter(&r, "hawker_media_layer_packets_in_total", "Video packets received from publishers, by simulcast layer (0 is the lowest)", &["shard", "layer"]),
             switches: counter(&r, "hawker_media_layer_switches_total", "Viewer layer switches, by direction (up/down)", &["shard", "direction"]),
-            ignored: counter(&r, "hawker_media_simulcast_ignored_total", "Publisher video packets not forwarded: unknown_rid, rid_reused (a second SSRC for one rid), no_sender_report (layer not yet on the show clock)", &["shard", "reason"]),
+            layers_silent: counter(&r, "hawker_media_simulcast_layers_silent_total", "Simulcast layers a publisher declared (a=rid) that sent no packet within 5 s of its first video packet; never chosen for a viewer", s),
+            ignored: counter(&r, "hawker_media_simulcast_ignored_total", "Publisher video packets not forwarded: unknown_rid, rid_reused (a second SSRC for one rid), no_sender_report (layer not yet on the show clock), unknown_ssrc (not in the offer's ssrc-group:SIM)", &["shard", "reason"]),
             shards_dead,
             sessions_lost,
             dc_queue_dropped,
@@ -541,6 +551,7 @@ impl Metrics {
             ignored: std::array::from_fn(|i| {
                 self.ignored.with_label_values(&[l[0], IGNORED_REASONS[i]])
             }),
+            layers_silent: self.layers_silent.with_label_values(&l),
             bwe_estimate: self.bwe_estimate.with_label_values(&l),
             dc_refused_too_large: self.dc_refused.with_label_values(&[l[0], "too_large"]),
             dc_refused_rate: self.dc_refused.with_label_values(&[l[0], "rate_limited"]),

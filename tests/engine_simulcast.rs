@@ -15,6 +15,13 @@
 //!   cache) asks for a keyframe of the new target and starts on it.
 //! * `viewer_is_told_its_layer`: the `layer` message on `events` follows every switch the
 //!   viewer's video goes through (after the snapshot, never a layer the viewer is not on).
+//! * `a_layer_that_never_starts_is_counted_and_skipped`: a publisher that declares three rids
+//!   and sends two: the silent one is counted once in `hawker_media_simulcast_layers_silent_total`
+//!   (after 5 s, not before), and an unlimited viewer stays on the highest layer that flows.
+//! * `ssrc_group_sim_offers_are_simulcast`: the same three layers signalled as
+//!   `a=ssrc-group:SIM` without rids: each viewer gets the layer of its cap, unmixed.
+//! * `bad_simulcast_offers_are_refused`: four rids, four SSRCs in a SIM group, an SSRC twice
+//!   in it: refused at signalling (400 over HTTP), no peer left behind.
 
 use std::time::Duration;
 
@@ -349,4 +356,130 @@ fn viewer_is_told_its_layer() {
     assert!(switches >= 2, "the viewer switched ({switches})");
     // And never told a layer it is not on: the last message is the layer it ends on.
     assert_eq!(told.last().map(|t| t.1), Some(1));
+}
+
+#[test]
+fn a_layer_that_never_starts_is_counted_and_skipped() {
+    let mut sim = Sim::new(Config {
+        shards: 1,
+        seed: 5,
+        ..Config::default()
+    });
+    // Three rids in the offer; the top layer never sends (a paused encoder).
+    let cfg = Publish {
+        codec: Codec::Vp8,
+        simulcast: vec![LAYERS_KBPS[0], LAYERS_KBPS[1], 0],
+        gop: None,
+        ..Publish::default()
+    };
+    sim.publish(SHOW, cfg, Link::with_delay(DELAY)).unwrap();
+    sim.run_for(Duration::from_millis(1500));
+    let v = sim.view(SHOW, None, Link::with_delay(DELAY)).unwrap();
+    sim.run_for(Duration::from_secs(2));
+    let silent = |sim: &Sim| sim.shard_metrics(0).layers_silent.get();
+    assert_eq!(
+        silent(&sim),
+        0,
+        "3.5 s after the first packet: not yet counted"
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(silent(&sim), 1, "the silent top layer is counted");
+    // The unlimited viewer is on the highest layer that flows, and is told there are two.
+    assert_eq!(layer_now(&sim, v, Duration::from_millis(500)), Some(1));
+    let told = told_layers(&sim, v);
+    assert_eq!(told.last().map(|t| (t.1, t.2)), Some((1, 2)), "{told:?}");
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(silent(&sim), 1, "counted once per publisher session");
+    assert_eq!(layer_now(&sim, v, Duration::from_millis(500)), Some(1));
+    check_switches(&sim, v);
+}
+
+#[test]
+fn ssrc_group_sim_offers_are_simulcast() {
+    let mut sim = Sim::new(Config {
+        shards: 2,
+        seed: 13,
+        ..Config::default()
+    });
+    let cfg = Publish {
+        codec: Codec::Vp8,
+        simulcast: LAYERS_KBPS.to_vec(),
+        ssrc_group: true,
+        gop: None,
+        ..Publish::default()
+    };
+    sim.publish(SHOW, cfg, Link::with_delay(DELAY))
+        .expect("ssrc-group:SIM publisher accepted");
+    sim.run_for(Duration::from_millis(1500));
+    let home = sim.home_of(SHOW);
+    let free = sim
+        .view(SHOW, Some(1 - home), Link::with_delay(DELAY))
+        .unwrap();
+    let low = sim
+        .view_with(SHOW, Some(home), Link::with_delay(DELAY), Quality::Low)
+        .unwrap();
+    let medium = sim
+        .view_with(
+            SHOW,
+            Some(1 - home),
+            Link::with_delay(DELAY),
+            Quality::Medium,
+        )
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    // Each viewer gets exactly the layer the publisher sent on the SSRC at that place in the
+    // group (the payload says which layer it was sent on), never a mix of layers.
+    let window = Duration::from_millis(500);
+    assert_eq!(layer_now(&sim, free, window), Some(2), "unlimited: top");
+    assert_eq!(layer_now(&sim, medium, window), Some(1), "medium cap");
+    assert_eq!(layer_now(&sim, low, window), Some(0), "low cap");
+    for v in [free, medium, low] {
+        check_switches(&sim, v);
+    }
+    assert_eq!(sim.shard_metrics(home).layers_silent.get(), 0);
+}
+
+/// Offers that cannot be simulcast as written are refused at signalling (a 400 over HTTP).
+#[test]
+fn bad_simulcast_offers_are_refused() {
+    fn four_rids(sdp: String) -> String {
+        sdp.replace("a=simulcast:send q;h;f", "a=simulcast:send q;h;f;x")
+            .replace("a=rid:f send\r\n", "a=rid:f send\r\na=rid:x send\r\n")
+    }
+    fn four_sim_ssrcs(sdp: String) -> String {
+        let line = sdp
+            .lines()
+            .find(|l| l.starts_with("a=ssrc-group:SIM"))
+            .unwrap();
+        sdp.replace(line, &format!("{line} 4242"))
+    }
+    fn repeated_sim_ssrc(sdp: String) -> String {
+        let line = sdp
+            .lines()
+            .find(|l| l.starts_with("a=ssrc-group:SIM"))
+            .unwrap();
+        let first = line.split_whitespace().nth(1).unwrap();
+        sdp.replace(line, &format!("a=ssrc-group:SIM {first} {first}"))
+    }
+    type Edit = fn(String) -> String;
+    let cases: [(&str, bool, Edit, &str); 3] = [
+        ("four rids", false, four_rids, "at most 3 layers"),
+        ("four SIM ssrcs", true, four_sim_ssrcs, "at most 3 layers"),
+        ("a SIM ssrc twice", true, repeated_sim_ssrc, "appears twice"),
+    ];
+    for (name, ssrc_group, edit, why) in cases {
+        let mut sim = Sim::new(Config::default());
+        let cfg = Publish {
+            simulcast: LAYERS_KBPS.to_vec(),
+            ssrc_group,
+            offer_edit: Some(edit),
+            ..Publish::default()
+        };
+        match sim.publish(SHOW, cfg, Link::with_delay(DELAY)) {
+            Err(hawker::engine::Error::Offer(m)) => assert!(m.contains(why), "{name}: {m}"),
+            Err(e) => panic!("{name}: refused for another reason: {e}"),
+            Ok(_) => panic!("{name}: accepted"),
+        }
+        assert_eq!(sim.server_peers(), 0, "{name}: no peer left behind");
+    }
 }

@@ -90,7 +90,10 @@ async fn cancel_at(server: &TestServer, app: &Arc<App>, stage: impl Fn(&App) -> 
                     Path((SHOW.to_string(), session.clone())),
                 )
                 .await;
-                assert!(r.is_ok(), "deleting the answered session {session:?}: {r:?}");
+                assert!(
+                    r.is_ok(),
+                    "deleting the answered session {session:?}: {r:?}"
+                );
                 nothing_left(server, app).await;
             }
         }

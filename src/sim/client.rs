@@ -80,6 +80,46 @@ pub fn simulcast_offer(rtc: &mut Rtc, rids: &[&str]) -> (SdpOffer, SdpPendingOff
     offer(rtc, Direction::SendOnly, rids)
 }
 
+/// A rid-signalled simulcast offer rewritten to `a=ssrc-group:SIM` signalling: no `a=rid`,
+/// `a=simulcast` or rid header extensions, and a SIM group of the layers' SSRCs (the first of
+/// each `FID` group, in offer order, which is the rids' order).
+pub fn rids_to_ssrc_group(offer: &SdpOffer) -> SdpOffer {
+    let text = offer.to_sdp_string();
+    let mut out = String::with_capacity(text.len());
+    let mut video = false;
+    let mut primaries: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("m=") {
+            video = line.starts_with("m=video");
+        }
+        if video {
+            if let Some(rest) = line.strip_prefix("a=ssrc-group:FID ") {
+                primaries.extend(rest.split_whitespace().next());
+            }
+        }
+    }
+    let mut video = false;
+    for line in text.lines() {
+        if line.starts_with("m=") {
+            video = line.starts_with("m=video");
+        }
+        let drop = video
+            && (line.starts_with("a=rid:")
+                || line.starts_with("a=simulcast:")
+                || (line.starts_with("a=extmap:") && line.contains("rtp-stream-id")));
+        if drop {
+            continue;
+        }
+        if video && line.starts_with("a=ssrc-group:FID ") && !primaries.is_empty() {
+            out.push_str(&format!("a=ssrc-group:SIM {}\r\n", primaries.join(" ")));
+            primaries.clear();
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    SdpOffer::from_sdp_string(&out).expect("the rewritten offer parses")
+}
+
 /// The rids of a synthetic simulcast publisher, lowest layer first.
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
 

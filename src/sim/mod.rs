@@ -290,6 +290,16 @@ impl Sim {
         } else {
             client::simulcast_offer(&mut rtc, &client::RIDS[..n])
         };
+        let offer = if cfg.ssrc_group && n > 0 {
+            client::rids_to_ssrc_group(&offer)
+        } else {
+            offer
+        };
+        let offer = match cfg.offer_edit {
+            Some(edit) => SdpOffer::from_sdp_string(&edit(offer.to_sdp_string()))
+                .map_err(|e| Error::Offer(format!("the edited offer does not parse: {e}")))?,
+            None => offer,
+        };
         let layer_seq = vec![0; n];
         let now = self.now;
         let kind = peer::Kind::Publisher(Box::new(peer::PubState {

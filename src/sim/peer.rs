@@ -38,9 +38,14 @@ pub struct Publish {
     /// First RTP timestamps (video, audio), e.g. near the 32-bit wrap.
     pub first_ts: (u32, u32),
     /// Simulcast: each layer's bitrate in kbit/s, lowest first (at most 3; rids `q`, `h`,
-    /// `f`). Empty: one layer at `video_kbps`. Each layer has its own SSRC, random-looking
+    /// `f`; 0: declared in the offer but never sent). Empty: one layer at `video_kbps`. Each layer has its own SSRC, random-looking
     /// sequence and timestamp bases and (VP8) PictureID / TL0PICIDX.
     pub simulcast: Vec<u32>,
+    /// Simulcast signalled as `a=ssrc-group:SIM` (the layers' SSRCs, lowest first) instead of
+    /// rids, as older Firefox and SDP-munging libwebrtc clients do.
+    pub ssrc_group: bool,
+    /// Rewrites the offer's SDP before it is sent (bad-input tests).
+    pub offer_edit: Option<fn(String) -> String>,
 }
 
 impl Default for Publish {
@@ -56,6 +61,8 @@ impl Default for Publish {
             first_seq: (1000, 5000),
             first_ts: (90_000, 48_000),
             simulcast: Vec::new(),
+            ssrc_group: false,
+            offer_edit: None,
         }
     }
 }
@@ -378,6 +385,10 @@ impl Peer {
                 // Every layer is a keyframe when one is: a PLI on any layer costs all three,
                 // as with libwebrtc's simulcast encoders.
                 let kbps = p.cfg.simulcast[l];
+                if kbps == 0 {
+                    // Declared in the offer, never sent (a paused or failed encoder).
+                    continue;
+                }
                 let delta = (kbps as usize * 1000 / 8 / fps as usize).max(200);
                 let bytes = if key { delta * 3 } else { delta };
                 let (base, ts_base) = layer_base(l);

@@ -64,7 +64,7 @@ pub(super) fn accept(
             Codec::Opus => {}
         }
     }
-    let (offer, offered) = normalize(offer, role)?;
+    let (offer, offered, sim_group) = normalize(offer, role)?;
     let mut rtc = cfg.build(now);
     let cand = Candidate::host(announce, "udp")
         .map_err(|e| Error::Offer(format!("bad announce address: {e}")))?;
@@ -145,6 +145,31 @@ pub(super) fn accept(
             return Err(Error::Offer(format!("simulcast rid {r} appears twice")));
         }
     }
+    // SSRC-signalled simulcast (`a=ssrc-group:SIM`, no rids): the group's SSRCs, lowest
+    // first as libwebrtc lists them. With rids the rids decide and the group is ignored.
+    let sim_ssrcs: Vec<str0m::rtp::Ssrc> = if role == Role::Publisher && rids.is_empty() {
+        if sim_group.len() > MAX_LAYERS {
+            return Err(Error::Offer(format!(
+                "a simulcast offer may have at most {MAX_LAYERS} layers, its ssrc-group:SIM \
+                 has {}",
+                sim_group.len()
+            )));
+        }
+        for (i, s) in sim_group.iter().enumerate() {
+            if sim_group[..i].contains(s) {
+                return Err(Error::Offer(format!(
+                    "ssrc {s} appears twice in ssrc-group:SIM"
+                )));
+            }
+        }
+        if sim_group.len() > 1 {
+            sim_group.iter().map(|&s| s.into()).collect()
+        } else {
+            Vec::new()
+        }
+    } else {
+        Vec::new()
+    };
     let names: Vec<&str> = rids.iter().map(|r| &**r).collect();
     let layers = order_rids(&names);
     let mut peer = Peer::new(id, rtc, show.id.clone(), role, now);
@@ -154,6 +179,7 @@ pub(super) fn accept(
         peer.estimate = u64::MAX;
     }
     peer.rids = rids.iter().copied().zip(layers).collect();
+    peer.sim_ssrcs = sim_ssrcs;
     peer.quality = quality;
     // Set tracks up now rather than on `MediaAdded`: str0m reports `Connected` first, and a
     // viewer must be able to take the keyframe cache the moment it connects.
@@ -186,9 +212,10 @@ struct Offered {
 ///
 /// str0m keeps the SDP model crate-private, so this works on the offer's text: one line per
 /// attribute, media sections starting at `m=`.
-fn normalize(offer: SdpOffer, role: Role) -> Result<(SdpOffer, Offered), Error> {
+fn normalize(offer: SdpOffer, role: Role) -> Result<(SdpOffer, Offered, Vec<u32>), Error> {
     let text = offer.to_sdp_string();
     let (offered, rewritten) = shape(&text, role);
+    let sim = sim_group(&text)?;
     if offered.video > 1 || offered.audio > 1 {
         return Err(Error::Unsupported(format!(
             "a session carries at most one video and one audio track; the offer has {} video \
@@ -200,7 +227,28 @@ fn normalize(offer: SdpOffer, role: Role) -> Result<(SdpOffer, Offered), Error> 
         Some(t) => SdpOffer::from_sdp_string(&t).map_err(|e| Error::Offer(e.to_string()))?,
         None => offer,
     };
-    Ok((offer, offered))
+    Ok((offer, offered, sim))
+}
+
+/// The SSRCs of the first `a=ssrc-group:SIM` line in a video section, in their order; empty
+/// when there is none. A SIM line whose SSRCs are not numbers is a 400.
+fn sim_group(text: &str) -> Result<Vec<u32>, Error> {
+    let mut video = false;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            video = m.starts_with("video ");
+        } else if let (true, Some(rest)) = (video, line.strip_prefix("a=ssrc-group:SIM")) {
+            return rest
+                .split_whitespace()
+                .map(|s| {
+                    s.parse::<u32>()
+                        .map_err(|_| Error::Offer(format!("ssrc-group:SIM has a bad SSRC {s:?}")))
+                })
+                .collect();
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Count active media and rewrite `a=sendrecv` for `role`; `None` when nothing changed.
@@ -279,5 +327,19 @@ mod tests {
         assert_eq!(t.expect("rewritten").matches("a=recvonly\r\n").count(), 2);
         let plain = TWO_VIDEO.replace("a=sendrecv", "a=sendonly");
         assert!(shape(&plain, Role::Publisher).1.is_none());
+    }
+
+    #[test]
+    fn ssrc_group_sim_is_read_from_the_video_section_only() {
+        let sim = TWO_VIDEO.replace(
+            "a=mid:0\r\n",
+            "a=mid:0\r\na=ssrc-group:FID 1 4\r\na=ssrc-group:SIM 1 2 3\r\n",
+        );
+        assert_eq!(sim_group(&sim).unwrap(), vec![1, 2, 3]);
+        let audio = TWO_VIDEO.replace("a=mid:1\r\n", "a=mid:1\r\na=ssrc-group:SIM 7 8\r\n");
+        assert!(sim_group(&audio).unwrap().is_empty());
+        assert!(sim_group(TWO_VIDEO).unwrap().is_empty());
+        let bad = TWO_VIDEO.replace("a=mid:0\r\n", "a=mid:0\r\na=ssrc-group:SIM 1 x\r\n");
+        assert!(matches!(sim_group(&bad), Err(Error::Offer(_))));
     }
 }

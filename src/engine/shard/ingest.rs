@@ -128,6 +128,7 @@ impl Core {
         };
         let mut layer = 0u8;
         if track == Track::Video {
+            p.first_video.get_or_insert(now);
             match p.layer_of(pkt.header.ssrc) {
                 Ok(l) => layer = l,
                 Err(why) => {

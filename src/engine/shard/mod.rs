@@ -106,6 +106,13 @@ pub const VIEWER_SETTLE: Duration = Duration::from_millis(40);
 /// by at most this, which is the driver's own timer granularity (mio rounds to milliseconds).
 pub const BWE_RECHECK_MIN: Duration = Duration::from_millis(1);
 
+/// How long after a publisher's first video packet a simulcast layer it declared (`a=rid`)
+/// but never sent is counted in `hawker_media_simulcast_layers_silent_total` and logged.
+/// Browsers start all their layers within a second or two (upper ones as their estimate
+/// allows); a layer still silent after this is paused or was never going to be sent. It is
+/// never chosen for a viewer either way, and is used as soon as it starts.
+pub const SILENT_LAYER_AFTER: Duration = Duration::from_secs(5);
+
 /// Show state on one shard.
 struct LocalShow {
     viewers: Vec<usize>,
@@ -454,6 +461,23 @@ impl Core {
             self.metrics.ice_timeouts.inc();
             self.remove(idx, false);
             return;
+        }
+        if !p.silent_checked
+            && p.first_video
+                .is_some_and(|t| now.duration_since(t) >= SILENT_LAYER_AFTER)
+        {
+            p.silent_checked = true;
+            let silent = p.silent_layers();
+            if !silent.is_empty() {
+                tracing::warn!(
+                    peer = p.id,
+                    show = %p.show,
+                    rids = ?silent,
+                    "simulcast layers declared in the offer sent nothing in {:?}; viewers get the others",
+                    SILENT_LAYER_AFTER
+                );
+                self.metrics.layers_silent.inc_by(silent.len() as u64);
+            }
         }
         if p.start_at.is_some_and(|t| t <= now) {
             p.start_at = None;

@@ -37,6 +37,8 @@ pub(super) enum Ignored {
     UnknownRid,
     /// A second SSRC for a rid that already has one.
     RidReused,
+    /// An SSRC outside the offer's `ssrc-group:SIM`.
+    UnknownSsrc,
 }
 
 impl Ignored {
@@ -45,6 +47,7 @@ impl Ignored {
         match self {
             Ignored::UnknownRid => "unknown_rid",
             Ignored::RidReused => "rid_reused",
+            Ignored::UnknownSsrc => "unknown_ssrc",
         }
     }
 }
@@ -77,8 +80,15 @@ pub(super) struct Peer {
     /// Publisher: the negotiated simulcast rids (SDP order) and their layers; empty without
     /// simulcast.
     pub rids: Vec<(Rid, u8)>,
+    /// Publisher: the SSRCs of an `a=ssrc-group:SIM` offer without rids (SSRC-signalled
+    /// simulcast), lowest layer first; empty otherwise.
+    pub sim_ssrcs: Vec<Ssrc>,
     /// Publisher: video SSRC → layer (`None`: ignored), learnt from the first packets.
     pub ssrc_layers: Vec<(Ssrc, Result<u8, Ignored>)>,
+    /// Publisher: when its first video packet arrived, and whether its declared layers have
+    /// been checked for ones that never started ([`super::SILENT_LAYER_AFTER`]).
+    pub first_video: Option<Instant>,
+    pub silent_checked: bool,
     /// Publisher: NTP time of the last sender report applied, per layer.
     pub last_sr_ntp: [Option<std::time::SystemTime>; MAX_LAYERS],
     /// Viewer: layer choice.
@@ -128,7 +138,10 @@ impl Peer {
             video_mid: None,
             rids: Vec::new(),
             ssrc_layers: Vec::new(),
+            sim_ssrcs: Vec::new(),
             last_sr_ntp: [None; MAX_LAYERS],
+            first_video: None,
+            silent_checked: false,
             select: Select::default(),
             quality: Quality::Auto,
             estimate: INITIAL_ESTIMATE_BPS,
@@ -147,30 +160,58 @@ impl Peer {
 
     /// Whether the publisher negotiated simulcast.
     pub fn is_simulcast(&self) -> bool {
-        !self.rids.is_empty()
+        !self.rids.is_empty() || !self.sim_ssrcs.is_empty()
     }
 
     /// The layer of an incoming video SSRC (publisher side): from the rid str0m mapped the
     /// SSRC to (rids travel only on the first packets of a stream), remembered.
+    /// With `ssrc-group:SIM` signalling the layer is the SSRC's place in the group.
     pub fn layer_of(&mut self, ssrc: Ssrc) -> Result<u8, Ignored> {
-        if self.rids.is_empty() {
+        if !self.is_simulcast() {
             return Ok(0);
         }
         if let Some((_, l)) = self.ssrc_layers.iter().find(|(s, _)| *s == ssrc) {
             return *l;
         }
-        let rid = self.rtc.direct_api().stream_rx(&ssrc).and_then(|s| s.rid());
-        let layer = rid.and_then(|r| self.rids.iter().find(|(x, _)| *x == r).map(|(_, l)| *l));
-        let res = match layer {
-            None => Err(Ignored::UnknownRid),
-            Some(l) if self.ssrc_layers.iter().any(|(_, x)| *x == Ok(l)) => Err(Ignored::RidReused),
-            Some(l) => Ok(l),
+        let res = if self.sim_ssrcs.is_empty() {
+            let rid = self.rtc.direct_api().stream_rx(&ssrc).and_then(|s| s.rid());
+            let layer = rid.and_then(|r| self.rids.iter().find(|(x, _)| *x == r).map(|(_, l)| *l));
+            match layer {
+                None => Err(Ignored::UnknownRid),
+                Some(l) if self.ssrc_layers.iter().any(|(_, x)| *x == Ok(l)) => {
+                    Err(Ignored::RidReused)
+                }
+                Some(l) => Ok(l),
+            }
+        } else {
+            match self.sim_ssrcs.iter().position(|s| *s == ssrc) {
+                Some(i) => Ok(i as u8),
+                None => Err(Ignored::UnknownSsrc),
+            }
         };
         // Bounded: a publisher cycling through SSRCs cannot grow this without end.
         if self.ssrc_layers.len() < 16 {
             self.ssrc_layers.push((ssrc, res));
         }
         res
+    }
+
+    /// The rids of declared layers that have not sent a packet yet (publisher side).
+    /// (Their rids, or `ssrc:N` for `ssrc-group:SIM` layers.)
+    pub fn silent_layers(&self) -> Vec<String> {
+        let seen = |l: u8| self.ssrc_layers.iter().any(|(_, x)| *x == Ok(l));
+        let by_rid = self
+            .rids
+            .iter()
+            .filter(|(_, l)| !seen(*l))
+            .map(|(r, _)| r.to_string());
+        let by_ssrc = self
+            .sim_ssrcs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !seen(*i as u8))
+            .map(|(_, s)| format!("ssrc:{s}"));
+        by_rid.chain(by_ssrc).collect()
     }
 
     /// The SSRC a layer arrives on, once seen (publisher side).
