@@ -383,7 +383,7 @@ impl Metrics {
         );
         let recording_exports = plain(
             "hawker_recording_exports_total",
-            "Recording exports (WebM/Matroska files) served",
+            "Recording exports (WebM/MP4 files) served",
         );
         let build_info = IntGaugeVec::new(
             Opts::new(

@@ -940,7 +940,7 @@ fn export_error(e: crate::recording::export::Error) -> JsonError {
     }
 }
 
-/// `GET /shows/{show}/recording`: the show as WebM (VP8) or Matroska (H.264), with Opus.
+/// `GET /shows/{show}/recording`: the show as WebM (VP8) or MP4 (H.264), with Opus.
 async fn export_recording(
     State(app): State<Arc<App>>,
     ApiPath(show): ApiPath<String>,
@@ -958,7 +958,7 @@ async fn export_recording(
     .map_err(export_error)?;
     app.metrics.recording_exports.inc();
     let ext = if summary.video_codec == "h264" {
-        "mkv"
+        "mp4"
     } else {
         "webm"
     };

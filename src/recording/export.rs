@@ -1,8 +1,7 @@
 //! Export: a recording as a standard file any player or CDN takes, plus its chapters.
 //!
-//! * VP8 + Opus → WebM; H.264 + Opus → Matroska (`.mkv`; Opus in MP4 is not something a
-//!   well-kept pure-Rust MP4 writer offers, while Matroska carries both, so one muxer —
-//!   `webm-iterable` — writes both). Highlights are also written as Matroska chapters.
+//! * VP8 + Opus → WebM (`webm-iterable`), highlights as Matroska chapters.
+//! * H.264 + Opus → MP4 (`shiguredo_mp4`'s muxer, [`mp4`]), highlights as Nero chapters.
 //! * [`chapters`]: every highlight with its time in seconds from the start of the file, and
 //!   its `rtp_ts`, so a player can show the product cards.
 //!
@@ -21,6 +20,8 @@ use std::io::Write;
 use serde::Serialize;
 use webm_iterable::matroska_spec::{Master, MatroskaSpec, SimpleBlock};
 use webm_iterable::WebmWriter;
+
+mod mp4;
 
 use super::file::{Event, Packet};
 use crate::codec::Codec;
@@ -54,7 +55,7 @@ pub struct Chapter {
 /// What an export holds, for the API's headers and the chapters document.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// `video/webm` or `video/x-matroska`.
+    /// `video/webm` or `video/mp4`.
     pub content_type: &'static str,
     /// `vp8` or `h264`.
     pub video_codec: &'static str,
@@ -71,6 +72,8 @@ pub struct Summary {
 /// A whole frame (or Opus packet) with its time.
 struct Frame {
     ms: i64,
+    /// RTP ticks since the track's first frame (90 kHz video, 48 kHz audio).
+    ticks: i64,
     key: bool,
     track: u64,
     data: Vec<u8>,
@@ -164,22 +167,6 @@ impl H264Params {
             _ => {}
         }
     }
-
-    /// The `avcC` record (ISO 14496-15) Matroska wants as CodecPrivate.
-    fn avcc(&self) -> Option<Vec<u8>> {
-        let sps = self.sps.as_ref()?;
-        let pps = self.pps.as_ref()?;
-        if sps.len() < 4 {
-            return None;
-        }
-        let mut v = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
-        v.extend_from_slice(&(sps.len() as u16).to_be_bytes());
-        v.extend_from_slice(sps);
-        v.push(1);
-        v.extend_from_slice(&(pps.len() as u16).to_be_bytes());
-        v.extend_from_slice(pps);
-        Some(v)
-    }
 }
 
 /// Width and height from a VP8 keyframe (RFC 6386 §9.1).
@@ -198,7 +185,9 @@ struct Video {
     /// Unwrapped RTP timestamp of the first frame written, and its arrival (µs).
     origin: Option<(i64, u64)>,
     size: Option<(u64, u64)>,
-    avcc: Option<Vec<u8>>,
+    /// H.264: the first SPS and PPS seen (for the MP4 `avcC`).
+    sps: Option<Vec<u8>>,
+    pps: Option<Vec<u8>>,
     unwrap: Option<(u32, i64)>,
 }
 
@@ -211,7 +200,8 @@ fn video_frames(pkts: &[&Packet]) -> Option<Video> {
         frames: Vec::new(),
         origin: None,
         size: None,
-        avcc: None,
+        sps: None,
+        pps: None,
         unwrap: None,
     };
     let mut params = H264Params::default();
@@ -225,9 +215,13 @@ fn video_frames(pkts: &[&Packet]) -> Option<Video> {
             j += 1;
         }
         let group = &pkts[i..j];
-        let contiguous = group.windows(2).all(|w| w[1].seq == w[0].seq + 1)
-            && (i == 0 || pkts[i - 1].seq + 1 == group[0].seq || pkts[i - 1].marker);
-        let complete = contiguous && group.last().is_some_and(|p| p.marker);
+        // A gap before this frame is a whole frame (or more) lost: what follows may refer to
+        // it, so nothing goes out until the next keyframe, which may be this frame.
+        if i > 0 && pkts[i - 1].seq + 1 != group[0].seq {
+            need_key = true;
+        }
+        let complete = group.windows(2).all(|w| w[1].seq == w[0].seq + 1)
+            && group.last().is_some_and(|p| p.marker);
         let key = group[0].keyframe_start;
         i = j;
         if !complete {
@@ -260,13 +254,15 @@ fn video_frames(pkts: &[&Packet]) -> Option<Video> {
         let (t0, _) = *v.origin.get_or_insert((t, group[0].at_us));
         v.frames.push(Frame {
             ms: (t - t0) * 1000 / 90_000,
+            ticks: t - t0,
             key,
             track: 1,
             data,
         });
     }
     if codec == Codec::H264 {
-        v.avcc = params.avcc();
+        v.sps = params.sps.clone();
+        v.pps = params.pps.clone();
         v.size = Some((0, 0));
     }
     (!v.frames.is_empty()).then_some(v)
@@ -286,6 +282,7 @@ fn audio_frames(pkts: &[&Packet], video_start_us: u64) -> Vec<Frame> {
             let ms = offset_ms + (t - t0) * 1000 / 48_000;
             (ms >= 0 && !p.payload.is_empty()).then(|| Frame {
                 ms,
+                ticks: t - t0,
                 key: true,
                 track: 2,
                 data: p.payload.clone(),
@@ -328,7 +325,7 @@ fn sorted(pkts: &[Packet], track: Track) -> Vec<&Packet> {
     v
 }
 
-/// Write `pkts` and the highlights of `events` as WebM (VP8) or Matroska (H.264) to `out`.
+/// Write `pkts` and the highlights of `events` as WebM (VP8) or MP4 (H.264) to `out`.
 pub fn write<W: Write>(pkts: &[Packet], events: &[Event], out: W) -> Result<Summary, Error> {
     let video = video_frames(&sorted(pkts, Track::Video)).ok_or(Error::NoVideo)?;
     let start_us = video.origin.map_or(0, |(_, at)| at);
@@ -341,10 +338,22 @@ pub fn write<W: Write>(pkts: &[Packet], events: &[Event], out: W) -> Result<Summ
         .last()
         .map_or(0, |f| f.ms + 33)
         .max(audio.last().map_or(0, |f| f.ms + 20));
-    let (doc, content_type, codec_id, video_codec) = match video.codec {
-        Codec::H264 => ("matroska", "video/x-matroska", "V_MPEG4/ISO/AVC", "h264"),
-        _ => ("webm", "video/webm", "V_VP8", "vp8"),
-    };
+    if video.codec == Codec::H264 {
+        let bytes = mp4::write(&video, &audio, &chapters)?;
+        let mut out = out;
+        out.write_all(&bytes)
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::Write(e.to_string()))?;
+        return Ok(Summary {
+            content_type: "video/mp4",
+            video_codec: "h264",
+            audio: has_audio,
+            duration: end_ms as f64 / 1000.0,
+            frames,
+            chapters,
+        });
+    }
+    let (doc, content_type, codec_id, video_codec) = ("webm", "video/webm", "V_VP8", "vp8");
     let w = |e: webm_iterable::errors::TagWriterError| Error::Write(e.to_string());
     let mut wr = WebmWriter::new(out);
     wr.write(&MatroskaSpec::Ebml(Master::Full(vec![
@@ -377,9 +386,6 @@ pub fn write<W: Write>(pkts: &[Packet], events: &[Event], out: W) -> Result<Summ
         MatroskaSpec::FlagLacing(0),
         MatroskaSpec::CodecID(codec_id.into()),
     ];
-    if let Some(avcc) = &video.avcc {
-        vtrack.push(MatroskaSpec::CodecPrivate(avcc.clone()));
-    }
     if width > 0 && height > 0 {
         vtrack.push(MatroskaSpec::Video(Master::Full(vec![
             MatroskaSpec::PixelWidth(width),
