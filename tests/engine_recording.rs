@@ -11,8 +11,12 @@
 //! * `simulcast_records_audio_and_the_top_layer`: a 3-layer VP8 publisher (rids `q`, `h`, `f`):
 //!   every audio packet is recorded, and the video is the top layer (2) from its first
 //!   keyframe on; the recording may open on a lower layer until then, moves up only at a
-//!   keyframe and never down; read back ([`file::one_layer`]) it is one layer 0 with
+//!   keyframe and, its top layer never stopping, never down; read back ([`file::one_layer`]) it is one layer 0 with
 //!   sequence numbers that follow on across the switch.
+//! * `the_recording_steps_down_when_the_top_layer_stops`: the same publisher with keyframes
+//!   only on request stops its top layer for 3 s, then resumes it: the recording moves to
+//!   layer 1 at a keyframe it asked for, with no video gap over 1 s, and back up to layer 2 when
+//!   it returns; read back, no frame is there twice and the numbering follows on.
 //! * `replay_keyframe_wishes_stay_on_the_viewers_shard`: a replay viewer (a show fed with
 //!   `Msg::Media`, as the replay feeder does) asking for keyframes at join and with PLIs every
 //!   100 ms sends no keyframe wish to any other shard, and still plays what it is fed.
@@ -183,6 +187,105 @@ fn simulcast_records_audio_and_the_top_layer() {
         pkts.windows(2).all(|w| w[1].seq == w[0].seq + 1),
         "one contiguous numbering"
     );
+}
+
+#[test]
+fn the_recording_steps_down_when_the_top_layer_stops() {
+    let mut sim = Sim::new(Config {
+        shards: 2,
+        seed: 5,
+        record: true,
+        ..Config::default()
+    });
+    let publisher = sim
+        .publish(
+            SHOW,
+            Publish {
+                codec: Codec::Vp8,
+                simulcast: vec![150, 500, 1500],
+                // Keyframes only when asked: a step down must ask for one.
+                gop: None,
+                ..Publish::default()
+            },
+            Link::with_delay(DELAY),
+        )
+        .expect("simulcast publisher");
+    sim.view(SHOW, Some(1), Link::with_delay(DELAY))
+        .expect("viewer");
+    sim.run_for(Duration::from_secs(3));
+    let stopped = sim.now();
+    sim.set_layer_kbps(publisher, 2, 0);
+    sim.run_for(Duration::from_secs(3));
+    let resumed = sim.now();
+    sim.set_layer_kbps(publisher, 2, 1500);
+    sim.run_for(Duration::from_secs(3));
+
+    let video: Vec<&Arc<MediaPacket>> = sim
+        .recorded
+        .iter()
+        .filter(|p| p.pkt.track == Track::Video)
+        .collect();
+    let layers_at = |from, to| -> HashSet<u8> {
+        video
+            .iter()
+            .filter(|p| p.arrival >= from && p.arrival < to)
+            .map(|p| p.pkt.layer)
+            .collect()
+    };
+    assert_eq!(
+        layers_at(stopped - Duration::from_secs(1), stopped),
+        HashSet::from([2]),
+        "on the top layer before it stops"
+    );
+    assert_eq!(
+        layers_at(stopped + Duration::from_secs(1), resumed),
+        HashSet::from([1]),
+        "on layer 1 while the top layer is stopped"
+    );
+    assert_eq!(
+        layers_at(resumed + Duration::from_secs(1), sim.now()),
+        HashSet::from([2]),
+        "back on the top layer"
+    );
+    for w in video.windows(2) {
+        let gap = w[1].arrival.duration_since(w[0].arrival);
+        assert!(
+            gap <= Duration::from_secs(1),
+            "a {gap:?} gap in the recorded video from layer {} to {}",
+            w[0].pkt.layer,
+            w[1].pkt.layer
+        );
+        if w[1].pkt.layer != w[0].pkt.layer {
+            assert!(w[1].pkt.keyframe_start, "a layer switch not at a keyframe");
+        }
+    }
+
+    let mut pkts: Vec<file::Packet> = video
+        .iter()
+        .map(|p| file::Packet {
+            track: p.pkt.track,
+            codec: p.pkt.codec,
+            seq: p.pkt.seq,
+            ts: p.pkt.ts,
+            marker: p.pkt.marker,
+            keyframe_start: p.pkt.keyframe_start,
+            layer: p.pkt.layer,
+            at_us: 0,
+            payload: Vec::new(),
+        })
+        .collect();
+    file::one_layer(&mut pkts);
+    assert!(
+        pkts.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "one contiguous numbering"
+    );
+    // One frame per timestamp: the old layer's copy of the frame a switch happens on is gone
+    // (every layer sends that keyframe), so no timestamp has two keyframe starts.
+    let mut starts = HashSet::new();
+    for p in pkts.iter().filter(|p| p.keyframe_start) {
+        assert!(starts.insert(p.ts), "frame {} recorded twice", p.ts);
+    }
+    assert!(starts.len() >= 3, "{} keyframes recorded", starts.len());
 }
 
 /// A VP8 packet of a replay: frame `n`, a keyframe every 30 frames, two packets a frame.

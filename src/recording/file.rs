@@ -160,10 +160,41 @@ pub fn read_media(path: &Path) -> std::io::Result<Vec<Packet>> {
     Ok(out)
 }
 
-/// A simulcast recording moves to a higher layer at one of its keyframes, and each layer has
-/// its own sequence numbers: renumber each run of a layer to follow the previous run's last
-/// number, and call it all layer 0, as a replay viewer and an exported file see it.
-pub fn one_layer(pkts: &mut [Packet]) {
+/// A simulcast recording changes layer at one of the new layer's keyframes (up when a higher
+/// layer starts, down when the recorded one stops), and each layer has its own sequence
+/// numbers: renumber each run of a layer to follow the previous run's last number, and call it
+/// all layer 0, as a replay viewer and an exported file see it. Every layer sends a keyframe
+/// for the same frame, so the old layer may have sent part or all of that frame (same
+/// timestamp) before the switch: it is dropped, and the new layer's keyframe takes its place.
+pub fn one_layer(pkts: &mut Vec<Packet>) {
+    let mut drop = vec![false; pkts.len()];
+    let mut prev: Option<usize> = None;
+    for i in 0..pkts.len() {
+        if pkts[i].track != Track::Video {
+            continue;
+        }
+        if let Some(pi) = prev.filter(|&pi| pkts[pi].layer != pkts[i].layer) {
+            let (old, ts) = (pkts[pi].layer, pkts[i].ts);
+            for j in (0..=pi).rev() {
+                let q = &pkts[j];
+                if q.track != Track::Video {
+                    continue;
+                }
+                if q.layer != old || q.ts != ts {
+                    break;
+                }
+                drop[j] = true;
+            }
+        }
+        prev = Some(i);
+    }
+    if drop.iter().any(|d| *d) {
+        let mut k = 0;
+        pkts.retain(|_| {
+            k += 1;
+            !drop[k - 1]
+        });
+    }
     let mut run: Option<u8> = None;
     let mut offset: i64 = 0;
     let mut last: Option<u64> = None;
@@ -335,11 +366,11 @@ mod tests {
 
     #[test]
     fn a_layer_switch_reads_as_one_numbering() {
-        let pkt = |layer: u8, seq: u64, key: bool| Packet {
+        let pkt = |layer: u8, seq: u64, ts: u32, key: bool| Packet {
             track: Track::Video,
             codec: Codec::Vp8,
             seq,
-            ts: 0,
+            ts,
             marker: true,
             keyframe_start: key,
             layer,
@@ -347,15 +378,53 @@ mod tests {
             payload: vec![],
         };
         let mut v = vec![
-            pkt(0, 500, true),
-            pkt(0, 501, false),
-            pkt(2, 90_000, true),
-            pkt(2, 90_001, false),
+            pkt(0, 500, 0, true),
+            pkt(0, 501, 3000, false),
+            pkt(2, 90_000, 6000, true),
+            pkt(2, 90_001, 9000, false),
+            pkt(1, 7, 12_000, true),
         ];
         one_layer(&mut v);
         let seqs: Vec<u64> = v.iter().map(|p| p.seq).collect();
-        assert_eq!(seqs, vec![500, 501, 502, 503]);
+        assert_eq!(seqs, vec![500, 501, 502, 503, 504]);
         assert!(v.iter().all(|p| p.layer == 0));
+    }
+
+    #[test]
+    fn the_old_layers_copy_of_the_switch_frame_is_dropped() {
+        let pkt = |track: Track, layer: u8, seq: u64, ts: u32, key: bool| Packet {
+            track,
+            codec: Codec::Vp8,
+            seq,
+            ts,
+            marker: false,
+            keyframe_start: key,
+            layer,
+            at_us: seq,
+            payload: vec![],
+        };
+        let mut v = vec![
+            pkt(Track::Video, 0, 10, 0, true),
+            pkt(Track::Video, 0, 11, 3000, true),
+            pkt(Track::Audio, 0, 70, 1000, false),
+            pkt(Track::Video, 0, 12, 3000, false),
+            pkt(Track::Video, 2, 400, 3000, true),
+            pkt(Track::Video, 2, 401, 3000, false),
+            pkt(Track::Video, 2, 402, 6000, false),
+        ];
+        one_layer(&mut v);
+        let got: Vec<(Track, u64, u32, u64)> =
+            v.iter().map(|p| (p.track, p.seq, p.ts, p.at_us)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Track::Video, 10, 0, 10),
+                (Track::Audio, 70, 1000, 70),
+                (Track::Video, 11, 3000, 400),
+                (Track::Video, 12, 3000, 401),
+                (Track::Video, 13, 6000, 402),
+            ]
+        );
     }
 
     #[test]

@@ -471,6 +471,16 @@ impl Sim {
         self.peers[h].pli_every = Some((every, self.now));
     }
 
+    /// A simulcast publisher changes a layer's bitrate from now on; 0 stops sending it (a
+    /// browser pausing its top layer when its uplink shrinks), and a non-zero rate resumes it.
+    pub fn set_layer_kbps(&mut self, h: Handle, layer: usize, kbps: u32) {
+        if let peer::Kind::Publisher(p) = &mut self.peers[h].kind {
+            if let Some(k) = p.cfg.simulcast.get_mut(layer) {
+                *k = kbps;
+            }
+        }
+    }
+
     /// The viewer stops sending keyframe requests.
     pub fn stop_plis(&mut self, h: Handle) {
         self.peers[h].pli_every = None;

@@ -58,7 +58,14 @@ pub(super) struct Home {
     record: bool,
     /// The video layer being recorded in this session (`None` before its first keyframe).
     rec_layer: Option<u8>,
+    /// When a packet of `rec_layer` last arrived.
+    rec_seen: Option<Instant>,
 }
+
+/// A recorded layer that has sent nothing for this long has stopped (a browser drops its top
+/// layer when its uplink shrinks): the recording steps down to the highest layer still sending,
+/// at its next keyframe.
+pub const RECORD_LAYER_STALE: Duration = Duration::from_millis(500);
 
 impl Home {
     pub fn new(show: &ShowSpec, keyframe_interval: Duration) -> Home {
@@ -74,6 +81,7 @@ impl Home {
             video_codecs: show.video_codecs.clone(),
             record: show.record,
             rec_layer: None,
+            rec_seen: None,
         }
     }
 
@@ -92,21 +100,32 @@ impl Home {
         self.video_codecs = show.video_codecs.clone();
         self.record = show.record;
         self.rec_layer = None;
+        self.rec_seen = None;
     }
 
     /// Whether a video packet of `layer` goes to the recorder: the recording follows the
-    /// highest layer seen, moving up at a keyframe of the higher layer so the recorded stream
-    /// always decodes. The second value asks for that keyframe.
-    fn records(&mut self, layer: u8, keyframe_start: bool) -> (bool, bool) {
-        match self.rec_layer {
-            Some(l) if l == layer => (true, false),
-            Some(l) if layer < l => (false, false),
-            _ if keyframe_start => {
-                self.rec_layer = Some(layer);
-                (true, false)
+    /// highest layer that is sending, moving up at a keyframe of a higher layer, and down at a
+    /// keyframe of a lower one once the recorded layer has been silent for
+    /// [`RECORD_LAYER_STALE`], so the recorded stream always decodes and has no gap longer than
+    /// that plus the wait for a keyframe. The second value asks for that keyframe.
+    fn records(&mut self, now: Instant, layer: u8, keyframe_start: bool) -> (bool, bool) {
+        let stale = self
+            .rec_seen
+            .is_none_or(|t| now.saturating_duration_since(t) >= RECORD_LAYER_STALE);
+        let take = match self.rec_layer {
+            Some(l) if l == layer => {
+                self.rec_seen = Some(now);
+                return (true, false);
             }
-            _ => (false, true),
+            Some(l) if layer < l && !stale => return (false, false),
+            _ => keyframe_start,
+        };
+        if !take {
+            return (false, true);
         }
+        self.rec_layer = Some(layer);
+        self.rec_seen = Some(now);
+        (true, false)
     }
 }
 
@@ -232,7 +251,7 @@ impl Core {
         let (recorded, want_key) = match (record, track) {
             (false, _) => (false, false),
             (true, Track::Audio) => (true, false),
-            (true, Track::Video) => home.records(layer, keyframe_start),
+            (true, Track::Video) => home.records(now, layer, keyframe_start),
         };
         let ids = vp8.and_then(|d: Vp8Descriptor| {
             Some(forwarder::Vp8Ids {
