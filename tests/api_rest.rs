@@ -650,7 +650,7 @@ async fn rest_api_end_to_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_show_events_reach_viewers_and_end_drops_the_publisher() {
+async fn live_show_events_reach_viewers_and_the_seller_ends_it() {
     support::init_logging();
     let server = TestServer::start(2, |cfg| cfg.shows.create_on_first_use = false).await;
     let api = Api::new(&server);
@@ -770,9 +770,26 @@ async fn live_show_events_reach_viewers_and_end_drops_the_publisher() {
         .await
         .expect("the viewer gets the highlight exactly as the API answered");
 
-    // Ending: `show_ended` to viewers, the publisher is dropped, the show is off air.
+    // Ending: `show_ended` to viewers, the publisher is dropped, the show is off air. The
+    // seller's own publisher token may end the show (the studio's End show does); a viewer
+    // token, or a publisher token of another show, may not.
+    for (token, who) in [
+        (
+            server.token("studio", Role::Viewer, "fan"),
+            "a viewer token",
+        ),
+        (
+            server.token("h264-only", Role::Publisher, "seller"),
+            "another show's publisher token",
+        ),
+    ] {
+        let r = api
+            .call(Method::POST, "/shows/studio/end", &token, None)
+            .await;
+        assert_eq!(r.status, 403, "{who} ended the show: {}", r.text);
+    }
     let r = api
-        .call(Method::POST, "/shows/studio/end", &admin, None)
+        .call(Method::POST, "/shows/studio/end", &publisher_token, None)
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["state"], "ended");

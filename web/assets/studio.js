@@ -246,6 +246,9 @@ async function goLive() {
   refreshButtons();
 }
 
+// End the show, not only this tab's stream: the show becomes `ended` (viewers get
+// `show_ended`, its replay opens) with the publisher token the studio went live with. The
+// WHIP session is closed either way, so a failed request leaves the show live but silent.
 async function end() {
   const s = studio;
   if (!s) return;
@@ -255,8 +258,19 @@ async function end() {
   ui.viewers.textContent = '0';
   $('#stat-viewers').textContent = '0';
   renderCatalog();
+  let why = null;
+  try {
+    const r = await fetch(`/api/v1/shows/${encodeURIComponent(show)}/end`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    if (!r.ok) why = `the server answered ${r.status}`;
+  } catch (e) {
+    why = e.message;
+  }
   await s.close();
-  toast('Show ended');
+  if (why) toast(`Stream stopped, but the show could not be ended: ${why}`, 'bad');
+  else toast('Show ended');
 }
 
 function wire(s) {
