@@ -34,14 +34,18 @@ const DELAY: Duration = Duration::from_millis(20);
 const LAYERS_KBPS: [u32; 3] = [150, 500, 1500];
 
 fn publisher(sim: &mut Sim) -> Handle {
-    let cfg = Publish {
+    sim.publish(SHOW, layers(&LAYERS_KBPS), Link::with_delay(DELAY))
+        .expect("simulcast publisher accepted")
+}
+
+/// A VP8 simulcast publisher of these layers (kbit/s, lowest first), keyframes on request.
+fn layers(kbps: &[u32]) -> Publish {
+    Publish {
         codec: Codec::Vp8,
-        simulcast: LAYERS_KBPS.to_vec(),
+        simulcast: kbps.to_vec(),
         gop: None,
         ..Publish::default()
-    };
-    sim.publish(SHOW, cfg, Link::with_delay(DELAY))
-        .expect("simulcast publisher accepted")
+    }
 }
 
 /// A link shaped to `kbps` with a one-packet bucket, like a tight `tc tbf` shaper.
@@ -366,12 +370,7 @@ fn a_layer_that_never_starts_is_counted_and_skipped() {
         ..Config::default()
     });
     // Three rids in the offer; the top layer never sends (a paused encoder).
-    let cfg = Publish {
-        codec: Codec::Vp8,
-        simulcast: vec![LAYERS_KBPS[0], LAYERS_KBPS[1], 0],
-        gop: None,
-        ..Publish::default()
-    };
+    let cfg = layers(&[LAYERS_KBPS[0], LAYERS_KBPS[1], 0]);
     sim.publish(SHOW, cfg, Link::with_delay(DELAY)).unwrap();
     sim.run_for(Duration::from_millis(1500));
     let v = sim.view(SHOW, None, Link::with_delay(DELAY)).unwrap();
@@ -402,11 +401,8 @@ fn ssrc_group_sim_offers_are_simulcast() {
         ..Config::default()
     });
     let cfg = Publish {
-        codec: Codec::Vp8,
-        simulcast: LAYERS_KBPS.to_vec(),
         ssrc_group: true,
-        gop: None,
-        ..Publish::default()
+        ..layers(&LAYERS_KBPS)
     };
     sim.publish(SHOW, cfg, Link::with_delay(DELAY))
         .expect("ssrc-group:SIM publisher accepted");
