@@ -4,7 +4,13 @@
 //! receives within 0.5 % of the packets the server forwarded for it, and gets every seller
 //! event sent after it joined; the publisher's packet counts are near the configured rate.
 //! Correctness only: no timing assertions.
+//!
+//! `churned_viewers_leave_and_are_replaced`: the soak options on a short run: `--churn`
+//! replaces viewers (each leaver's session DELETEd, so none is left on the server), the
+//! flapping webhook receiver answers both ways, and the server's gauges are scraped.
 
+#[path = "support/live.rs"]
+mod live;
 mod support;
 
 use std::process::Command;
@@ -124,5 +130,113 @@ async fn five_viewers_join_and_receive() {
         "{:#}",
         report["server"]
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churned_viewers_leave_and_are_replaced() {
+    const N: u64 = 6;
+    let flap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let flap_addr = flap.local_addr().unwrap();
+    drop(flap);
+    let server = TestServer::start(2, |cfg| {
+        cfg.commerce.webhook_urls = vec![format!("http://{flap_addr}/hook")];
+    })
+    .await;
+    let show = "loadtest-churn";
+    live::seed_show(&server.app().store, show, &[("mug", "Mug", 900, 100_000)]).await;
+    let token = server.token(show, Role::Publisher, "seller");
+    let base = server.base.clone();
+    let metrics = format!("{}/metrics", server.metrics);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_hawker"))
+            .args([
+                "loadtest", "--url", &base, "--show", show, "--token", &token,
+            ])
+            .args(["--viewers", &N.to_string(), "--join-rate", "20/s"])
+            .args(["--duration", "9s", "--video-kbps", "300", "--fps", "15"])
+            // 500 % of 6 viewers a minute: one leaves and one joins every 2 s.
+            .args([
+                "--churn",
+                "500",
+                "--buy-rate",
+                "4/s",
+                "--event-interval",
+                "300ms",
+            ])
+            .args(["--webhook-flap", &flap_addr.to_string()])
+            .args(["--webhook-flap-period", "1s", "--metrics-url", &metrics])
+            .args(["--no-baseline", "--quiet", "--json"])
+            .output()
+            .expect("run hawker loadtest")
+    })
+    .await
+    .expect("loadtest thread");
+    assert!(
+        out.status.success(),
+        "hawker loadtest failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report on stdout");
+    let soak = &report["soak"];
+    let churned = num(soak, "/churned");
+    assert!(churned >= 3.0, "{soak:#}");
+    let viewers = report["viewers"].as_array().expect("viewers");
+    assert_eq!(viewers.len() as f64, N as f64 + churned, "{report:#}");
+    let left = viewers
+        .iter()
+        .filter(|v| v["left"] == Value::Bool(true))
+        .count();
+    assert_eq!(left as f64, churned, "every churned viewer left");
+    for v in viewers {
+        assert!(
+            v["error"].is_null(),
+            "viewer {} failed: {}",
+            v["index"],
+            v["error"]
+        );
+    }
+    // Replacements (all but the last, which may join just before the end) played.
+    let last = N as f64 + churned - 1.0;
+    for v in viewers
+        .iter()
+        .filter(|v| num(v, "/index") >= N as f64 && num(v, "/index") < last)
+    {
+        assert!(
+            v["first_keyframe_ms"].is_number(),
+            "replacement {} got no keyframe",
+            v["index"]
+        );
+    }
+    assert!(
+        num(soak, "/webhooks_accepted") >= 1.0 && num(soak, "/webhooks_refused") >= 1.0,
+        "the receiver flapped: {soak:#}"
+    );
+    let names: Vec<&str> = soak["trends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"server peers") && names.contains(&"webhook outbox rows"),
+        "scraped gauges followed: {names:?}"
+    );
+    let peers = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["server_peers"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(peers >= N as f64, "peers scraped: {peers}");
+    // Every session was DELETEd, the churned ones during the run: nothing waits for a timeout.
+    let text = server.metrics_text().await;
+    let viewers_left: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("hawker_peers{") && l.contains("role=\"viewer\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(viewers_left, 0.0, "viewer sessions left on the server");
     server.stop().await;
 }

@@ -21,6 +21,7 @@ pub mod procfs;
 pub mod publisher;
 mod report;
 pub mod signal;
+pub mod soak;
 pub mod stats;
 pub mod udp;
 pub mod viewer;
@@ -123,6 +124,21 @@ pub struct Opts {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Churn, % of `--viewers` per minute: once all have joined, the longest-connected viewer
+    /// leaves (DELETE) and a new one joins, at this rate (a soak uses 10).
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// The server's Prometheus endpoint (`http://host:port/metrics`), scraped every 5 s for its
+    /// peer count, webhook outbox depth and open files: the figures a soak must see plateau.
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+    /// Run a webhook receiver on this address that answers 204, then 503, in turns of
+    /// `--webhook-flap-period`; point the server's `commerce.webhook_urls` at it.
+    #[arg(long)]
+    pub webhook_flap: Option<SocketAddr>,
+    /// Length of each up or down turn of `--webhook-flap`.
+    #[arg(long, default_value = "60s")]
+    pub webhook_flap_period: humantime::Duration,
 }
 
 /// The layers' bitrates with `--simulcast` (lowest first), else empty.
@@ -352,6 +368,26 @@ pub struct Sample {
     pub server_udp_backlog: Option<u64>,
     /// Generator CPU, % of one core.
     pub generator_cpu_pct: f64,
+    /// Server open file descriptors (from /proc).
+    pub server_fds: Option<u64>,
+    /// `hawker_peers` at the last scrape (`--metrics-url`).
+    pub server_peers: Option<f64>,
+    /// `hawker_webhook_outbox_pending` at the last scrape (`--metrics-url`).
+    pub outbox_pending: Option<f64>,
+}
+
+/// What a long run with churn shows (`--churn`, `--metrics-url`, `--webhook-flap`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    /// Viewers that left and were replaced.
+    pub churned: u64,
+    /// Webhook deliveries answered 204 / 503 by the flapping receiver.
+    pub webhooks_accepted: u64,
+    /// See `webhooks_accepted`.
+    pub webhooks_refused: u64,
+    /// Each followed resource from the end of the join phase on (RSS MiB, open files, peers,
+    /// outbox rows).
+    pub trends: Vec<soak::Trend>,
 }
 
 /// Everything a run measured.
@@ -375,6 +411,8 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Every viewer.
     pub viewers: Vec<ViewerResult>,
+    /// Churn, webhook flapping and the resources' trends, when asked for.
+    pub soak: Option<SoakReport>,
 }
 
 /// Cumulative counters at one instant (for rates over windows).
@@ -452,6 +490,16 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
     if !hawker::http::media::valid_show_id(&opts.show) {
         bail!("show id must be 1-64 characters of A-Z a-z 0-9 - _");
     }
+    if !(0.0..=6000.0).contains(&opts.churn) {
+        bail!("--churn must be between 0 and 6000 (% of the viewers per minute)");
+    }
+    if opts
+        .metrics_url
+        .as_deref()
+        .is_some_and(|u| !u.starts_with("http://"))
+    {
+        bail!("--metrics-url must be an http:// URL");
+    }
     let started = Instant::now();
     let own_cpu0 = procfs::own_cpu();
     let (nproc, cpu_model) = procfs::machine();
@@ -472,6 +520,19 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
     let mut http = Signaller::start(64)?;
     let h = http.handle();
     let shared = Arc::new(publisher::Shared::default());
+    let flap_stop = Arc::new(AtomicBool::new(false));
+    let flap = match opts.webhook_flap {
+        Some(addr) => {
+            let c =
+                soak::flapping_webhook(addr, opts.webhook_flap_period.into(), flap_stop.clone())?;
+            say(format!(
+                "webhook receiver on http://{addr}/ answering 204 and 503 in turns of {}",
+                opts.webhook_flap_period
+            ));
+            Some(c)
+        }
+        None => None,
+    };
 
     // The publisher goes live first.
     let publ = match &opts.token {
@@ -557,7 +618,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
         worker_stats.push(st);
     }
     let failures: Arc<Mutex<Vec<ViewerResult>>> = Default::default();
-    let locations: Arc<Mutex<Vec<String>>> = Default::default();
+    let locations: Arc<Mutex<Vec<(usize, String)>>> = Default::default();
     let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
     let t0 = Instant::now();
@@ -575,6 +636,15 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
     }
     let mut next_join = 0usize;
     let mut last_join_at: Option<f64> = None;
+    // Churn: viewers in join order; the front one leaves next.
+    let mut active: std::collections::VecDeque<usize> = Default::default();
+    let churn_iv = (opts.churn > 0.0 && opts.viewers > 0)
+        .then(|| Duration::from_secs_f64(60.0 / (opts.churn / 100.0 * opts.viewers as f64)));
+    let mut next_churn: Option<Instant> = None;
+    let mut next_index = opts.viewers;
+    let mut churned = 0u64;
+    let mut scraped: Option<soak::Scrape> = None;
+    let mut next_scrape = t0;
     let mut next_sample = t0 + Duration::from_secs(1);
     let mut raws: Vec<Raw> = Vec::new();
     let mut series: Vec<Sample> = Vec::new();
@@ -582,6 +652,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
 
     let mut ivs: Vec<Histogram> = Vec::new();
     let take_raw = |t: f64,
+                    scraped: Option<soak::Scrape>,
                     series: &mut Vec<Sample>,
                     raws: &mut Vec<Raw>,
                     ivs: &mut Vec<Histogram>,
@@ -651,6 +722,9 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
             },
             server_udp_backlog: raw.srv.map(|s| s.udp_rx_queue),
             generator_cpu_pct: pct(raw.own_cpu, prev.own_cpu),
+            server_fds: raw.srv.map(|s| s.open_fds),
+            server_peers: scraped.map(|s| s.peers),
+            outbox_pending: scraped.map(|s| s.outbox_pending),
         };
         raws.push(raw);
         ivs.push(iv);
@@ -658,6 +732,26 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
         s
     };
 
+    let join_one = |i: usize| {
+        if let Err(e) = join(
+            i,
+            local_ip,
+            &whep,
+            &opts,
+            &h,
+            inboxes[i % threads].clone(),
+            failures.clone(),
+            locations.clone(),
+            answered.clone(),
+            &base,
+        ) {
+            failures.lock().push(ViewerResult {
+                index: i,
+                error: Some(format!("{e:#}")),
+                ..Default::default()
+            });
+        }
+    };
     loop {
         let now = Instant::now();
         if now >= end {
@@ -666,31 +760,43 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
         while next_join < opts.viewers && t0 + join_iv * next_join as u32 <= now {
             let i = next_join;
             next_join += 1;
+            active.push_back(i);
             last_join_at = Some(now.duration_since(t0).as_secs_f64());
-            if let Err(e) = join(
-                i,
-                local_ip,
-                &whep,
-                &opts,
-                &h,
-                inboxes[i % threads].clone(),
-                failures.clone(),
-                locations.clone(),
-                answered.clone(),
-                &base,
-            ) {
-                failures.lock().push(ViewerResult {
-                    index: i,
-                    error: Some(format!("{e:#}")),
-                    ..Default::default()
-                });
+            join_one(i);
+        }
+        if let Some(iv) = churn_iv.filter(|_| next_join >= opts.viewers) {
+            let due = *next_churn.get_or_insert(now + iv);
+            if now >= due {
+                next_churn = Some(due + iv);
+                if let Some(old) = active.pop_front() {
+                    let url = {
+                        let mut l = locations.lock();
+                        let at = l.iter().position(|(i, _)| *i == old);
+                        at.map(|k| l.swap_remove(k).1)
+                    };
+                    if let Some(url) = url {
+                        h.submit(Req::Delete { url }, |_| {});
+                    }
+                    let _ = inboxes[old % threads].leave.send(old);
+                    let _ = inboxes[old % threads].waker.wake();
+                    churned += 1;
+                }
+                let i = next_index;
+                next_index += 1;
+                active.push_back(i);
+                join_one(i);
             }
         }
         if now >= next_sample {
             next_sample += Duration::from_secs(1);
             let t = now.duration_since(t0).as_secs_f64();
+            if let Some(url) = opts.metrics_url.as_deref().filter(|_| now >= next_scrape) {
+                next_scrape = now + Duration::from_secs(5);
+                scraped = soak::scrape(url).or(scraped);
+            }
             let s = take_raw(
                 t,
+                scraped,
                 &mut series,
                 &mut raws,
                 &mut ivs,
@@ -708,7 +814,10 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
         } else {
             end
         };
-        let wake = next_join_at.min(next_sample).min(end);
+        let wake = next_join_at
+            .min(next_sample)
+            .min(end)
+            .min(next_churn.unwrap_or(end));
         std::thread::sleep(
             wake.saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(20)),
@@ -717,6 +826,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
     let t_end = Instant::now().duration_since(t0).as_secs_f64();
     take_raw(
         t_end,
+        scraped,
         &mut series,
         &mut raws,
         &mut ivs,
@@ -727,7 +837,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
     for st in &worker_stats {
         st.lock().closing = true;
     }
-    let to_delete: Vec<String> = locations.lock().clone();
+    let to_delete: Vec<String> = locations.lock().iter().map(|(_, u)| u.clone()).collect();
     let (dtx, drx) = std::sync::mpsc::channel();
     for url in &to_delete {
         let dtx = dtx.clone();
@@ -764,6 +874,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
     }
     drop(h);
     http.stop();
+    flap_stop.store(true, Ordering::Relaxed);
     let generator_cpu_s = procfs::own_cpu() - own_cpu0;
 
     // Aggregate.
@@ -948,6 +1059,46 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
         ));
     }
     let targets = report::targets(&summary, server.as_ref());
+    let soak = (opts.churn > 0.0 || opts.metrics_url.is_some() || flap.is_some()).then(|| {
+        let from = series
+            .iter()
+            .position(|s| s.t_s >= join_done)
+            .unwrap_or(series.len());
+        let tail = &series[from..];
+        let col =
+            |f: fn(&Sample) -> Option<f64>| -> Vec<f64> { tail.iter().filter_map(f).collect() };
+        let rss = col(|s| s.server_rss_mib);
+        let rss_slack = 2.0 + 0.05 * rss.first().copied().unwrap_or(0.0);
+        let outbox = col(|s| s.outbox_pending);
+        let outbox_slack = 5.0 + 0.1 * outbox.iter().copied().fold(0.0, f64::max);
+        let trends = [
+            ("server RSS, MiB", rss, rss_slack),
+            (
+                "server open files",
+                col(|s| s.server_fds.map(|v| v as f64)),
+                8.0,
+            ),
+            (
+                "server peers",
+                col(|s| s.server_peers),
+                2.0 + 0.05 * opts.viewers as f64,
+            ),
+            ("webhook outbox rows", outbox, outbox_slack),
+        ]
+        .into_iter()
+        .filter_map(|(name, v, slack)| soak::trend(name, &v, slack))
+        .collect();
+        SoakReport {
+            churned,
+            webhooks_accepted: flap
+                .as_ref()
+                .map_or(0, |c| c.accepted.load(Ordering::Relaxed)),
+            webhooks_refused: flap
+                .as_ref()
+                .map_or(0, |c| c.refused.load(Ordering::Relaxed)),
+            trends,
+        }
+    });
     let report = Report {
         machine: Machine { nproc, cpu_model },
         config: RunConfig {
@@ -973,6 +1124,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Report> {
         series,
         notes,
         viewers,
+        soak,
     };
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -996,7 +1148,7 @@ fn join(
     h: &signal::Handle,
     inbox: Arc<viewer::Inbox>,
     failures: Arc<Mutex<Vec<ViewerResult>>>,
-    locations: Arc<Mutex<Vec<String>>>,
+    locations: Arc<Mutex<Vec<(usize, String)>>>,
     answered: Arc<std::sync::atomic::AtomicUsize>,
     base: &str,
 ) -> anyhow::Result<()> {
@@ -1020,7 +1172,7 @@ fn join(
             Ok(resp) if resp.status == 201 => {
                 answered.fetch_add(1, Ordering::Relaxed);
                 if let Some(l) = &resp.location {
-                    locations.lock().push(signal::absolute(&base, l));
+                    locations.lock().push((i, signal::absolute(&base, l)));
                 }
                 let nv = NewViewer {
                     index: i,

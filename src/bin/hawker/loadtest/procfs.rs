@@ -22,6 +22,8 @@ pub struct Sample {
     /// Bytes queued in the receive buffers of the process's UDP sockets (/proc/net/udp
     /// `rx_queue`): a backlog the shards have not read yet.
     pub udp_rx_queue: u64,
+    /// File descriptors the process holds open (`/proc/<pid>/fd`).
+    pub open_fds: u64,
 }
 
 fn clk_tck() -> f64 {
@@ -98,6 +100,7 @@ pub fn sample(pid: u32) -> Option<Sample> {
         shard_wait_s: wait_ns as f64 / 1e9,
         shard_threads,
         udp_rx_queue: udp_backlog(&base),
+        open_fds: fs::read_dir(base.join("fd")).map_or(0, |d| d.count() as u64),
     })
 }
 

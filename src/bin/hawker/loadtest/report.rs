@@ -298,6 +298,33 @@ pub fn text(r: &Report) -> String {
             t.name, t.value, t.goal
         );
     }
+    if let Some(soak) = &r.soak {
+        let _ = writeln!(
+            out,
+            "\nsoak: {} viewers churned; webhooks answered 204: {}, 503: {}",
+            soak.churned, soak.webhooks_accepted, soak.webhooks_refused
+        );
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>9} {:>9} {:>9} {:>9}  last third vs middle third",
+            "", "start", "mid", "end", "max"
+        );
+        for t in &soak.trends {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {:.1} vs {:.1} (slack {:.1}): {}",
+                t.name,
+                t.start,
+                t.mid,
+                t.end,
+                t.max,
+                t.last_third_max,
+                t.mid_third_max,
+                t.slack,
+                if t.plateau { "plateau" } else { "CLIMBING" }
+            );
+        }
+    }
     for n in &r.notes {
         let _ = writeln!(out, "note: {n}");
     }

@@ -125,6 +125,8 @@ pub struct ViewerResult {
     pub replayed: u64,
     /// Mean forwarding delay of this viewer's packets, ms.
     pub delay_mean_ms: Option<f64>,
+    /// Left during the run (`--churn`).
+    pub left: bool,
 }
 
 struct Viewer {
@@ -159,6 +161,8 @@ fn ms_since(a: Instant, b: Instant) -> f64 {
 pub struct Inbox {
     /// New viewers.
     pub tx: crossbeam_channel::Sender<NewViewer>,
+    /// Viewers (by index) that leave now: their peer is closed and its socket deregistered.
+    pub leave: crossbeam_channel::Sender<usize>,
     /// Wakes the worker.
     pub waker: Arc<mio::Waker>,
 }
@@ -174,6 +178,7 @@ pub fn spawn(
     let poll = mio::Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
+    let (leave, leaving) = crossbeam_channel::unbounded();
     let t = std::thread::Builder::new()
         .name(format!("loadtest-view-{n}"))
         .spawn(move || {
@@ -185,9 +190,9 @@ pub fn spawn(
                 buys_per_s,
                 buy_credit: 0.0,
             };
-            w.run(rx, stop)
+            w.run(rx, leaving, stop)
         })?;
-    Ok((Inbox { tx, waker }, t))
+    Ok((Inbox { tx, leave, waker }, t))
 }
 
 struct Worker {
@@ -203,6 +208,7 @@ impl Worker {
     fn run(
         &mut self,
         rx: crossbeam_channel::Receiver<NewViewer>,
+        leaving: crossbeam_channel::Receiver<usize>,
         stop: Arc<AtomicBool>,
     ) -> Vec<ViewerResult> {
         let mut events = mio::Events::with_capacity(1024);
@@ -212,6 +218,9 @@ impl Worker {
         while !stop.load(Ordering::Relaxed) {
             while let Ok(nv) = rx.try_recv() {
                 self.add(nv);
+            }
+            while let Ok(index) = leaving.try_recv() {
+                self.leave(index);
             }
             let wait = next_tick.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
@@ -368,6 +377,29 @@ impl Worker {
             drain(&mut v, &mut st, &self.events);
         }
         self.viewers.push(v);
+    }
+
+    /// A viewer leaves (its session was DELETEd): close its peer, stop reading its socket,
+    /// and count it out of the live figures.
+    fn leave(&mut self, index: usize) {
+        let Some(v) = self
+            .viewers
+            .iter_mut()
+            .find(|v| v.r.index == index && !v.dead)
+        else {
+            return;
+        };
+        v.dead = true;
+        v.r.left = true;
+        v.rtc.disconnect();
+        let _ = self.poll.registry().deregister(&mut v.sock);
+        let mut st = self.stats.lock();
+        if v.connected_us.is_some() {
+            st.connected = st.connected.saturating_sub(1);
+        }
+        if v.r.first_keyframe_ms.is_some() {
+            st.with_keyframe = st.with_keyframe.saturating_sub(1);
+        }
     }
 
     fn send_buy(&mut self, now: Instant, st: &mut Stats) {
