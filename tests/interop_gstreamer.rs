@@ -439,7 +439,7 @@ async fn whipsink_cell(codec: support::VideoCodec) {
         hawker.log()
     );
     // whipsink 0.10.8 sends no DELETE on end of stream (nor within 10 s of SIGINT), so the
-    // publisher's session ends when its process stops (ICE consent), checked above.
+    // publisher's session ends when its process stops (8 s without traffic), checked above.
     let deletes = hawker
         .metric(
             "hawker_http_requests_total",
