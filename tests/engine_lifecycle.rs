@@ -235,3 +235,39 @@ fn peers_whose_ice_never_succeeds_are_dropped_at_the_ice_timeout() {
     assert!(sim.gone_event(fine).is_none(), "a connected viewer stays");
     assert!(sim.peer(fine).received.len() > 100);
 }
+
+/// GStreamer 1.22 (libnice 0.1.21) sends no STUN binding request once its pair is nominated,
+/// so str0m's ICE-lite agent reports `Disconnected` 15 s after the last check while the peer
+/// still sends media (publisher) and RTCP (viewer). Such peers stay while their traffic
+/// flows, and go once it stops.
+#[test]
+fn peers_without_ice_consent_stay_while_their_traffic_flows() {
+    let mut sim = sim(21);
+    let p = sim
+        .publish(SHOW, Publish::default(), Link::with_delay(DELAY))
+        .unwrap();
+    let v = sim.view(SHOW, Some(0), Link::with_delay(DELAY)).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.server_peers(), 2);
+    sim.quiet_ice(p);
+    sim.quiet_ice(v);
+    sim.run_for(Duration::from_secs(40));
+    assert!(sim.gone_event(p).is_none(), "the publisher stays");
+    assert!(sim.gone_event(v).is_none(), "the viewer stays");
+    let last = sim.peer(v).received.last().unwrap().at;
+    assert!(
+        sim.now() - last < Duration::from_millis(100),
+        "the viewer still receives"
+    );
+
+    let t0 = sim.now();
+    sim.vanish(v);
+    sim.run_for(Duration::from_secs(15));
+    let gone = sim.gone_event(v).expect("a silent viewer is freed");
+    assert!(
+        gone - t0 >= Duration::from_secs(5) && gone - t0 <= Duration::from_secs(12),
+        "freed {:?} after its traffic stopped",
+        gone - t0
+    );
+    assert!(sim.gone_event(p).is_none(), "the publisher still stays");
+}

@@ -1,7 +1,9 @@
 //! Interop with GStreamer's WebRTC stack against the real `hawker` binary: `whipsink`
 //! (gst-plugins-rs `webrtchttp`, on webrtcbin + libnice + OpenSSL) publishes H.264 + Opus (one
 //! cell) or VP8 + Opus (another), and a webrtc-rs viewer and an aiortc viewer (which decodes
-//! the video) watch over WHEP.
+//! the video) watch over WHEP; and `whepsrc` watches a `whipsink` VP8 + Opus publisher and
+//! decodes the video (libvpx) for 20 s, past the 15 s without ICE checks after which
+//! GStreamer 1.22 peers used to be dropped.
 //!
 //! webrtcbin presents a self-signed **RSA-2048** DTLS certificate, so this is the test that
 //! hawker's DTLS server accepts RSA client certificates (see `patches/README.md`). The cell
@@ -109,6 +111,70 @@ fn whipsink(endpoint: &str, token: &str, codec: support::VideoCodec) -> Proc {
         .expect("gst-launch-1.0 starts")
 }
 
+/// `gst-launch-1.0 -e -v` watching over WHEP with `whepsrc`, decoding VP8 (libvpx) and Opus;
+/// `fpsdisplaysink` reports the decoded video frames on stdout (`-v`).
+///
+/// whepsrc 0.10.8 offers exactly its `video-caps`/`audio-caps` (its defaults, bare
+/// `video/x-vp8` etc., make webrtcbin 1.22 fail to build the offer). Opus needs
+/// `encoding-params=2`: without it the offer says `OPUS/48000`, hawker answers the audio line
+/// with port 0, webrtcbin wants to negotiate again, and whepsrc then POSTs a second offer
+/// (with two more transceivers) whose answer restarts ICE: the viewer's ICE fails.
+fn whepsrc(endpoint: &str) -> Proc {
+    let pipeline = format!(
+        "whepsrc name=whep whep-endpoint={endpoint} \
+         video-caps=application/x-rtp,media=(string)video,encoding-name=(string)VP8,payload=(int)96,clock-rate=(int)90000 \
+         audio-caps=application/x-rtp,media=(string)audio,encoding-name=(string)OPUS,payload=(int)111,clock-rate=(int)48000,encoding-params=(string)2 \
+         whep. ! application/x-rtp,media=video ! rtpvp8depay ! vp8dec \
+         ! fpsdisplaysink name=fps video-sink=fakesink text-overlay=false \
+         whep. ! application/x-rtp,media=audio ! rtpopusdepay ! opusdec ! fakesink"
+    );
+    Command::new("gst-launch-1.0")
+        .args(["-e", "-v"])
+        .args(pipeline.split_whitespace())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(Proc)
+        .expect("gst-launch-1.0 starts")
+}
+
+/// Decoded video frames so far and the decoded size, as whepsrc's pipeline reports them.
+type Frames = std::sync::Arc<std::sync::Mutex<(u64, Option<(u32, u32)>)>>;
+
+/// Reads `fpsdisplaysink`'s `rendered: N` reports from `child`'s stdout in a thread; the
+/// latest count and the decoded video size (from the decoder's caps) land in the result.
+fn watch_frames(child: &mut Proc) -> Frames {
+    use std::io::BufRead as _;
+    let seen: Frames = Default::default();
+    let out = child.0.stdout.take().expect("piped stdout");
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let mut g = s.lock().unwrap();
+            if let Some(n) = line
+                .split("rendered: ")
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .and_then(|n| n.parse().ok())
+            {
+                g.0 = n;
+            }
+            if line.contains("vp8dec0.GstPad:src: caps = video/x-raw") {
+                let num = |key: &str| {
+                    line.split(key)
+                        .nth(1)
+                        .and_then(|r| r.split([',', ' ']).next())
+                        .and_then(|n| n.parse().ok())
+                };
+                if let (Some(w), Some(h)) = (num("width=(int)"), num("height=(int)")) {
+                    g.1 = Some((w, h));
+                }
+            }
+        }
+    });
+    seen
+}
+
 /// SIGINT (`gst-launch -e` turns it into end of stream), then waits up to 10 s for the
 /// process to exit before killing it.
 async fn interrupt(Proc(child): &mut Proc) {
@@ -124,13 +190,17 @@ async fn interrupt(Proc(child): &mut Proc) {
 /// Runs `cell` in a fresh network namespace (re-running this test binary there), or skips when
 /// GStreamer is missing outside CI.
 fn netns_cell(test: &str, codec: support::VideoCodec) {
+    netns_run(test, || whipsink_cell(codec))
+}
+
+fn netns_run<F: std::future::Future<Output = ()>>(test: &str, cell: impl FnOnce() -> F) {
     if std::env::var_os(IN_NETNS).is_some() {
         return tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap()
-            .block_on(whipsink_cell(codec));
+            .block_on(cell());
     }
     if let Err(why) = gstreamer_ready() {
         if std::env::var_os("CI").is_some() {
@@ -159,6 +229,100 @@ fn gstreamer_whipsink_vp8_to_webrtc_rs_viewer() {
         "gstreamer_whipsink_vp8_to_webrtc_rs_viewer",
         support::VideoCodec::Vp8,
     );
+}
+
+#[test]
+fn gstreamer_whipsink_vp8_to_whepsrc_viewer() {
+    netns_run("gstreamer_whipsink_vp8_to_whepsrc_viewer", whepsrc_cell);
+}
+
+/// whipsink (VP8 + Opus) → hawker → whepsrc, which decodes the video. Both are GStreamer 1.22
+/// peers, whose libnice sends no ICE check after nomination: the cell runs past the 15 s
+/// after which str0m's ICE-lite agent gives such a pair up, and checks both stay.
+async fn whepsrc_cell() {
+    support::init_logging();
+    let hawker = Hawker::start("gstwhep", MEDIA_IP, 18481, 19481);
+    let up = Instant::now();
+    while get_raw_ok(&hawker.metrics).await.is_none() {
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "hawker did not start:\n{}",
+            hawker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let show = "gstwhep";
+    let token = hawker.token(show, "publisher");
+    let mut publisher = whipsink(
+        &format!("{}/whip/{show}", hawker.http),
+        &token,
+        support::VideoCodec::Vp8,
+    );
+    let live = hawker
+        .wait_metric("hawker_media_keyframes_in_total", &[], |n| n >= 1.0)
+        .await;
+    assert!(live >= 1.0, "whipsink publishes:\n{}", hawker.log());
+
+    let mut viewer = whepsrc(&format!("{}/whep/{show}", hawker.http));
+    let frames = watch_frames(&mut viewer);
+    let started = Instant::now();
+    // 20 s of viewing: past the 15 s without ICE checks after which both peers used to be
+    // dropped (publisher first: it connected earlier).
+    let mut at_15 = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if started.elapsed() < Duration::from_secs(15) {
+            at_15 = frames.lock().unwrap().0;
+        }
+        assert!(
+            viewer.0.try_wait().unwrap().is_none(),
+            "whepsrc stopped early:\n{}",
+            hawker.log()
+        );
+    }
+    let (decoded, size) = *frames.lock().unwrap();
+    eprintln!("whepsrc decoded {decoded} VP8 frames in 20 s ({at_15} by 15 s), size {size:?}");
+    assert!(
+        decoded >= 300,
+        "whepsrc decodes the stream: {decoded} frames"
+    );
+    assert!(
+        decoded >= at_15 + 90,
+        "frames keep coming after 15 s: {at_15} then {decoded}"
+    );
+    assert_eq!(size, Some((320, 240)), "decoded frame size");
+    assert_eq!(
+        hawker.metric("hawker_peers", &["role=\"viewer\""]).await,
+        1.0,
+        "the whepsrc session is there"
+    );
+    assert_eq!(
+        hawker.metric("hawker_peers", &["role=\"publisher\""]).await,
+        1.0,
+        "the whipsink session outlives 15 s without ICE checks"
+    );
+    assert_eq!(
+        hawker.metric("hawker_dtls_failures_total", &[]).await,
+        0.0,
+        "no DTLS failure"
+    );
+
+    interrupt(&mut viewer).await;
+    // whepsrc sends DELETE when it stops, though not always before gst-launch exits; the
+    // session then ends when its traffic stops.
+    let left = hawker
+        .wait_metric("hawker_peers", &["role=\"viewer\""], |n| n == 0.0)
+        .await;
+    assert_eq!(left, 0.0, "the viewer session ended:\n{}", hawker.log());
+    let deletes = hawker
+        .metric(
+            "hawker_http_requests_total",
+            &["route=\"/whep/{show}/{session}\"", "status=\"200\""],
+        )
+        .await;
+    eprintln!("whepsrc DELETE answered 200: {deletes} time(s)");
+    interrupt(&mut publisher).await;
+    hawker.assert_all_gone().await;
 }
 
 async fn whipsink_cell(codec: support::VideoCodec) {
@@ -275,7 +439,7 @@ async fn whipsink_cell(codec: support::VideoCodec) {
         hawker.log()
     );
     // whipsink 0.10.8 sends no DELETE on end of stream (nor within 10 s of SIGINT), so the
-    // publisher's session ends when its process stops (ICE consent), checked above.
+    // publisher's session ends when its process stops (8 s without traffic), checked above.
     let deletes = hawker
         .metric(
             "hawker_http_requests_total",

@@ -454,6 +454,12 @@ impl Sim {
         self.net.set_cut(addr, true);
     }
 
+    /// From now on the client sends no STUN binding requests (no ICE consent) but keeps
+    /// sending media and RTCP, as GStreamer 1.22's libnice does after nomination.
+    pub fn quiet_ice(&mut self, h: Handle) {
+        self.peers[h].quiet_ice = true;
+    }
+
     /// A client sends text on its `events` channel (false if the channel is not open).
     pub fn say(&mut self, h: Handle, text: &str) -> bool {
         let p = &mut self.peers[h];

@@ -169,6 +169,9 @@ pub struct Peer {
     pub(super) deadline: Instant,
     /// Send keyframe requests (PLI) to the server every this often (viewer).
     pub(super) pli_every: Option<(Duration, Instant)>,
+    /// Sends no STUN binding requests and ignores its own ICE state, as libnice 0.1.21 does
+    /// once a pair is nominated (GStreamer 1.22's webrtcbin enables no consent checks).
+    pub(super) quiet_ice: bool,
 }
 
 impl Peer {
@@ -202,6 +205,7 @@ impl Peer {
             channel: None,
             deadline: now,
             pli_every: None,
+            quiet_ice: false,
         }
     }
 
@@ -250,7 +254,15 @@ impl Peer {
                 return;
             }
             match self.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => out.push((t.source, t.destination, t.contents.to_vec())),
+                Ok(Output::Transmit(t)) => {
+                    // A STUN binding request: message type 0x0001 and the magic cookie.
+                    let c = &t.contents[..];
+                    let check =
+                        c.len() >= 20 && c[..2] == [0, 1] && c[4..8] == [0x21, 0x12, 0xa4, 0x42];
+                    if !(self.quiet_ice && check) {
+                        out.push((t.source, t.destination, t.contents.to_vec()))
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     self.deadline = t;
                     return;
@@ -268,7 +280,7 @@ impl Peer {
         match e {
             Event::Connected => self.connected_at = Some(now),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.stopped = true;
+                self.stopped |= !self.quiet_ice;
             }
             Event::KeyframeRequest(_) => {
                 self.keyframe_requests.push(now);

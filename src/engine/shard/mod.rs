@@ -99,6 +99,13 @@ impl ToOthers {
 /// would be dropped (a lost keyframe costs a whole GOP).
 pub const VIEWER_SETTLE: Duration = Duration::from_millis(40);
 
+/// A peer whose ICE consent lapsed is dropped once nothing at all has arrived from it for this
+/// long. libnice 0.1.21 (GStreamer 1.22's webrtcbin: `whipsink`, `whepsrc`) sends no STUN
+/// binding request after nomination, so str0m's ICE-lite agent reports `Disconnected` 15 s
+/// after the last check although the peer's media (publisher) and RTCP (viewer, at least every
+/// few seconds) keep coming.
+pub const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// The soonest a peer's bandwidth-estimation delay controller is checked again after a check.
 /// str0m waits one RTT between checks while it has no fresh TWCC report; on a link whose RTT
 /// measures as zero that is no wait at all, and the shard would spin. Capped this way an idle
@@ -412,6 +419,7 @@ impl Core {
             let Some(peer) = core.peers.get_mut(idx) else {
                 return;
             };
+            peer.last_rx = now;
             if let Err(e) = peer.rtc.handle_input(input) {
                 if let Some(f) = Failure::of(&e) {
                     let id = peer.id;
@@ -462,6 +470,11 @@ impl Core {
             self.remove(idx, false);
             return;
         }
+        if p.ice_lapsed && now.duration_since(p.last_rx) >= TRAFFIC_TIMEOUT {
+            tracing::info!(peer = p.id, "no ICE consent and no traffic");
+            self.remove(idx, false);
+            return;
+        }
         if !p.silent_checked
             && p.first_video
                 .is_some_and(|t| now.duration_since(t) >= SILENT_LAYER_AFTER)
@@ -508,6 +521,11 @@ impl Core {
                 Some(t) => p.deadline.min(t),
                 None => p.deadline,
             };
+            let d = if p.ice_lapsed {
+                d.min(p.last_rx + TRAFFIC_TIMEOUT)
+            } else {
+                d
+            };
             match (p.connected, p.ice_done) {
                 (true, _) => d,
                 (false, true) => d.min(p.created + self.s.connect_timeout),
@@ -538,6 +556,9 @@ impl Core {
             }
             if !p.ice_done && p.created + self.s.ice_timeout <= now {
                 out.push((p.id, "ice".into()));
+            }
+            if p.ice_lapsed && p.last_rx + TRAFFIC_TIMEOUT <= now {
+                out.push((p.id, "traffic".into()));
             }
         }
         out
@@ -634,11 +655,24 @@ impl Core {
                 self.events.push(Event::Connected { peer, show, role });
             }
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                p.rtc.disconnect();
+                // str0m keeps sending to the nominated address, so a peer that still talks
+                // needs nothing more than its traffic (see `TRAFFIC_TIMEOUT`).
+                if p.connected && now.duration_since(p.last_rx) < TRAFFIC_TIMEOUT {
+                    tracing::debug!(
+                        peer = p.id,
+                        "no ICE consent checks, but the peer's traffic continues"
+                    );
+                    p.ice_lapsed = true;
+                } else {
+                    p.rtc.disconnect();
+                }
             }
             RtcEvent::IceConnectionStateChange(
                 IceConnectionState::Connected | IceConnectionState::Completed,
-            ) => p.ice_done = true,
+            ) => {
+                p.ice_done = true;
+                p.ice_lapsed = false;
+            }
             RtcEvent::MediaAdded(m) => {
                 // Normally already set up in `accept`; covers media added later.
                 match (p.role, m.kind) {

@@ -69,6 +69,12 @@ pub(super) struct Peer {
     /// ICE succeeded (a check from the client got through); DTLS may still be under way.
     pub ice_done: bool,
     pub created: Instant,
+    /// When a datagram from this peer last arrived.
+    pub last_rx: Instant,
+    /// str0m's ICE-lite agent reported `Disconnected` (no STUN check for 15 s) while the
+    /// peer's other traffic still flowed: it stays until that traffic stops too
+    /// ([`super::TRAFFIC_TIMEOUT`]).
+    pub ice_lapsed: bool,
     /// When str0m wants `Input::Timeout` next.
     pub deadline: Instant,
     /// The `events` data channel, once open.
@@ -131,6 +137,8 @@ impl Peer {
             connected: false,
             ice_done: false,
             created: now,
+            last_rx: now,
+            ice_lapsed: false,
             deadline: now,
             channel: None,
             guard: super::inbound::Guard::new(now),
