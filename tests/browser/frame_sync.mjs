@@ -1030,7 +1030,11 @@ async function main() {
 
   await check('end show and shut down', async () => {
     await studio.click('#end');
-    await waitFor(studio, () => document.body.dataset.state === 'off', null, 5000, 'studio offline');
+    // 'ended' once the WHIP session is closed (DELETE) and POST /end answered.
+    await waitFor(studio, () => document.body.dataset.state === 'ended', null, 8000, 'studio shows the show ended');
+    const shown = await fetch(`${hk.http}/api/v1/shows/demo`, { headers: { Authorization: `Bearer ${adminToken}` } });
+    const state = shown.ok ? (await shown.json()).state : `HTTP ${shown.status}`;
+    assert(state === 'ended', `after End show the show is ${state}, not ended`);
     for (const b of res.browsers) await b.close();
     res.browsers = [];
     hk.proc.kill('SIGTERM');

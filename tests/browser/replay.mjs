@@ -595,7 +595,8 @@ async function main() {
     }
     await sleep(1500);
     await studio.click('#end');
-    await waitFor(studio, () => document.body.dataset.state === 'off', null, 5000, 'studio offline');
+    // 'ended' once the WHIP session is closed (DELETE) and POST /end answered.
+    await waitFor(studio, () => document.body.dataset.state === 'ended', null, 8000, 'studio shows the show ended');
     // The studio's End show ends the show itself (with its publisher token): no admin call.
     const shown = await fetch(`${hk.http}/api/v1/shows/demo`, { headers: { Authorization: `Bearer ${adminToken}` } });
     const state = shown.ok ? (await shown.json()).state : `HTTP ${shown.status}`;

@@ -248,7 +248,9 @@ async function goLive() {
 
 // End the show, not only this tab's stream: the show becomes `ended` (viewers get
 // `show_ended`, its replay opens) with the publisher token the studio went live with. The
-// WHIP session is closed either way, so a failed request leaves the show live but silent.
+// WHIP session is closed first (its DELETE answers 200; ending the show first would remove
+// the session and the DELETE would find nothing), so a failed request leaves the show
+// off air but not ended.
 async function end() {
   const s = studio;
   if (!s) return;
@@ -258,6 +260,7 @@ async function end() {
   ui.viewers.textContent = '0';
   $('#stat-viewers').textContent = '0';
   renderCatalog();
+  await s.close();
   let why = null;
   try {
     const r = await fetch(`/api/v1/shows/${encodeURIComponent(show)}/end`, {
@@ -268,9 +271,12 @@ async function end() {
   } catch (e) {
     why = e.message;
   }
-  await s.close();
-  if (why) toast(`Stream stopped, but the show could not be ended: ${why}`, 'bad');
-  else toast('Show ended');
+  if (why) {
+    toast(`Stream stopped, but the show could not be ended: ${why}`, 'bad');
+  } else {
+    setStatus('ended', 'Ended');
+    toast('Show ended');
+  }
 }
 
 function wire(s) {
