@@ -107,6 +107,11 @@ impl Recording {
 pub struct Http {
     /// Address of the HTTP listener (WHIP, WHEP, REST API, pages).
     pub listen: SocketAddr,
+    /// A second, private listener for the REST API with admin tokens (and `/healthz`). When
+    /// set, the public listener refuses every request that carries an admin token (403), so a
+    /// leaked admin token is of no use from the internet. Publisher and viewer tokens keep
+    /// working on the public listener (e.g. a seller's own `POST /api/v1/shows/{show}/end`).
+    pub admin_listen: Option<SocketAddr>,
     /// Largest accepted request body (SDP offers, JSON), in bytes.
     pub max_body_bytes: usize,
     /// Base URL printed and used in links; defaults to `http://{listen}`.
@@ -249,6 +254,7 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             listen: "127.0.0.1:8080".parse().expect("static addr"),
+            admin_listen: None,
             max_body_bytes: 64 * 1024,
             public_url: None,
             header_read_timeout: Duration::from_secs(10),
@@ -371,6 +377,14 @@ impl Config {
             return Err(Error::Invalid(format!(
                 "shows.default_video_codecs: {c} is not a video codec (h264, vp8)"
             )));
+        }
+        if let Some(a) = self.http.admin_listen {
+            let clash = |other: SocketAddr| a.port() != 0 && a == other;
+            if clash(self.http.listen) || clash(self.metrics.listen) {
+                return Err(Error::Invalid(format!(
+                    "http.admin_listen ({a}) must differ from http.listen and metrics.listen"
+                )));
+            }
         }
         if self.media.announce_ip.is_none() && self.media.bind_ip.is_unspecified() {
             return Err(Error::Invalid(

@@ -93,6 +93,9 @@ pub struct Metrics {
     pub sessions_capped: IntCounterVec,
     /// Anonymous WHEPs refused because `?viewer=` was not an id this server signed.
     pub anon_ids_refused: IntCounter,
+    /// Requests on the public listener refused because they carried an admin token while
+    /// `http.admin_listen` is set.
+    pub admin_tokens_refused: IntCounter,
     process: Process,
 }
 
@@ -441,11 +444,16 @@ impl Metrics {
             "hawker_anon_viewer_ids_refused_total",
             "Anonymous WHEPs refused because ?viewer= was not an id this server signed",
         );
+        let admin_tokens_refused = plain(
+            "hawker_admin_tokens_refused_total",
+            "Requests on the public listener refused for an admin token (http.admin_listen is set)",
+        );
         let process = Process::new(&r);
         let s = &["shard"];
         Metrics {
             process,
             anon_ids_refused,
+            admin_tokens_refused,
             sessions_capped: counter(&r, "hawker_sessions_capped_total", "WHIP/WHEP sessions refused with 429, by cap (ip: http.max_sessions_per_ip, show: http.max_viewers_per_show)", &["cap"]),
             publishers_replaced,
             layer_viewers,

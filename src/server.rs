@@ -22,6 +22,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The metrics address.
     pub metrics_addr: SocketAddr,
+    /// The admin listener's address (`http.admin_listen`), if configured.
+    pub admin_addr: Option<SocketAddr>,
     /// Whether this start generated the token secret (a first start).
     pub secret_created: bool,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -54,6 +56,18 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let metrics_listener = TcpListener::bind(cfg.metrics.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.metrics.listen))?;
+    let admin_listener = match cfg.http.admin_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {a} (http.admin_listen): {e}"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let http_addr = http_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
     let store = crate::commerce::Store::open_with(crate::commerce::store::Config {
@@ -157,6 +171,25 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         },
         rx.clone(),
     )));
+    if let Some(listener) = admin_listener {
+        // Private, but the same header timeout; its connections are not counted against the
+        // public listener's cap.
+        tasks.push(tokio::spawn(http::listener::serve(
+            listener,
+            http::admin_router(app.clone()),
+            http::listener::Limits {
+                header_read_timeout: app.cfg.http.header_read_timeout,
+                max_connections: app.cfg.http.max_connections,
+            },
+            http::listener::Gauges {
+                open: prometheus::IntGauge::new("admin_connections", "unregistered")
+                    .expect("valid gauge"),
+                refused: prometheus::IntCounter::new("admin_refused", "unregistered")
+                    .expect("valid counter"),
+            },
+            rx.clone(),
+        )));
+    }
     {
         let mut rx = rx.clone();
         let router = http::metrics_router(app.clone());
@@ -173,6 +206,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         app,
         http_addr,
         metrics_addr,
+        admin_addr,
         secret_created: secret.created,
         shutdown,
         tasks,
@@ -244,10 +278,20 @@ impl Running {
             "  WHIP:       {base}/whip/demo   (Authorization: Bearer <publisher token>)"
         );
         let _ = writeln!(b, "  WHEP:       {base}/whep/demo");
-        let _ = writeln!(
-            b,
-            "  REST API:   {base}/api/v1      (Authorization: Bearer <admin token>)"
-        );
+        match self.admin_addr {
+            Some(a) => {
+                let _ = writeln!(
+                    b,
+                    "  REST API:   http://{a}/api/v1      (admin listener; Authorization: Bearer <admin token>)"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    b,
+                    "  REST API:   {base}/api/v1      (Authorization: Bearer <admin token>)"
+                );
+            }
+        }
         let _ = writeln!(b, "  metrics:    http://{}/metrics", self.metrics_addr);
         let _ = writeln!(
             b,

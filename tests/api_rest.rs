@@ -834,3 +834,120 @@ async fn live_show_events_reach_viewers_and_the_seller_ends_it() {
     publisher.stop_streaming();
     server.stop().await;
 }
+
+/// `http.admin_listen`: admin tokens work on the admin listener only; the public listener
+/// refuses them (403, counted) on every route, while a seller's publisher token still ends the
+/// show there. The admin listener serves the API and `/healthz`, not the pages or WHIP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_tokens_work_only_on_the_admin_listener() {
+    let server = TestServer::start(1, |c| {
+        c.http.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin_addr = server
+        .running
+        .as_ref()
+        .unwrap()
+        .admin_addr
+        .expect("the admin listener is bound");
+    let public = Api::new(&server);
+    let private = Api {
+        base: format!("http://{admin_addr}/api/v1"),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+    };
+    let admin = server.token("*", Role::Admin, "ops");
+    let show = "admin-split";
+
+    // Public: refused with the reason, before any route sees the token.
+    let r = public.get("/shows", &admin).await;
+    r.assert_error(403, "forbidden");
+    assert!(
+        r.json["error"].as_str().unwrap().contains("admin_listen"),
+        "{}",
+        r.text
+    );
+    public
+        .post(
+            "/shows",
+            &admin,
+            json!({"id": show, "title": "Admin split"}),
+        )
+        .await
+        .assert_error(403, "forbidden");
+    // Not only the API: WHIP with an admin token is refused too (plain text there).
+    let whip = public
+        .client
+        .post(server.whip(show))
+        .bearer_auth(&admin)
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whip.status().as_u16(), 403);
+    assert_eq!(
+        server.metric("hawker_admin_tokens_refused_total", "").await,
+        3.0
+    );
+
+    // Private: the same requests work.
+    let r = private
+        .post(
+            "/shows",
+            &admin,
+            json!({"id": show, "title": "Admin split"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = private.get("/shows", &admin).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains(show), "{}", r.text);
+    let health = private
+        .client
+        .get(format!("http://{admin_addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    for path in [format!("/watch/{show}"), format!("/whip/{show}")] {
+        let r = private
+            .client
+            .get(format!("http://{admin_addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path} on the admin listener");
+    }
+
+    // A bad token is not an admin token: the route answers as usual (401), not counted.
+    public
+        .get("/shows", "not-a-jwt")
+        .await
+        .assert_error(401, "unauthorized");
+    // The seller's publisher token still ends their show on the public listener.
+    let seller = server.token(show, Role::Publisher, "seller");
+    let r = public
+        .post(&format!("/shows/{show}/end"), &seller, json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = private.get(&format!("/shows/{show}"), &admin).await;
+    assert_eq!(r.json["state"], "ended", "{}", r.text);
+    assert_eq!(
+        server.metric("hawker_admin_tokens_refused_total", "").await,
+        3.0
+    );
+    server.stop().await;
+}
+
+/// The admin listener cannot share an address with the public or metrics listener.
+#[test]
+fn admin_listen_must_be_its_own_address() {
+    let mut cfg = hawker::config::Config::default();
+    cfg.http.admin_listen = Some(cfg.http.listen);
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("http.admin_listen"), "{e}");
+    cfg.http.admin_listen = Some(cfg.metrics.listen);
+    assert!(cfg.validate().is_err());
+    cfg.http.admin_listen = Some("127.0.0.1:8081".parse().unwrap());
+    cfg.validate().unwrap();
+}

@@ -79,6 +79,11 @@ impl JsonError {
         }
     }
 
+    /// 403 with the stable code `forbidden`.
+    pub(crate) fn forbidden(message: impl Into<String>) -> JsonError {
+        JsonError::new(StatusCode::FORBIDDEN, message)
+    }
+
     fn bad_request(message: impl Into<String>) -> JsonError {
         JsonError::new(StatusCode::BAD_REQUEST, message)
     }

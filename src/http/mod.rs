@@ -74,10 +74,60 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        // Inside CORS, so a browser sees the 403 and its reason.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            refuse_admin_tokens,
+        ))
         .layer(cors)
         // Outside CORS, which answers every OPTIONS itself (preflight or not).
         .layer(axum::middleware::map_response_with_state((), advertise_sdp))
         .with_state(app)
+}
+
+/// The admin router (`http.admin_listen`, a private listener): the REST API and `/healthz`,
+/// without the pages, WHIP/WHEP or CORS. Every token role works here as on the public listener.
+pub fn admin_router(app: Arc<App>) -> Router {
+    let limit = app.cfg.http.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            count_requests,
+        ))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// With `http.admin_listen` set, the public listener refuses a request whose bearer token is a
+/// valid admin token: 403 (JSON under `/api/`, plain text elsewhere), counted in
+/// `hawker_admin_tokens_refused_total`. An invalid or non-admin token goes on to the route,
+/// which answers as it always does.
+async fn refuse_admin_tokens(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if app.cfg.http.admin_listen.is_some() {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let admin = crate::auth::bearer(header)
+            .and_then(|t| app.keys.verify(t).ok())
+            .is_some_and(|c| c.role == crate::auth::Role::Admin);
+        if admin {
+            app.metrics.admin_tokens_refused.inc();
+            let msg = "admin tokens are accepted only on the admin listener (http.admin_listen)";
+            if req.uri().path().starts_with("/api/") {
+                return api::JsonError::forbidden(msg).into_response();
+            }
+            return ApiError::Forbidden(msg.into()).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// The metrics router (own listener).
