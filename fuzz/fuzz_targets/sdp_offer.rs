@@ -7,15 +7,23 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hawker::codec::Codec;
-use hawker::engine::shard::{Core, Settings};
+use hawker::engine::shard::{shard_cert, Core, Settings};
 use hawker::engine::{AddPeer, Clock, Msg, Reply, Role, ShowSpec};
 use hawker::metrics::Metrics;
 use libfuzzer_sys::fuzz_target;
 use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
 
 fn metrics() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(Metrics::new)
+}
+
+/// One certificate for every input: generating a key pair per input made the target run at a
+/// few hundred executions a second, all of it in key generation.
+fn cert() -> Option<DtlsCert> {
+    static C: OnceLock<Option<DtlsCert>> = OnceLock::new();
+    C.get_or_init(shard_cert).clone()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -38,11 +46,12 @@ fuzz_target!(|data: &[u8]| {
         max_peers: 10,
         keyframe_cache_age: Duration::from_secs(1),
     };
-    let mut core = Core::new(
+    let mut core = Core::with_cert(
         now,
         settings,
         metrics().shard(0),
         Arc::new(AtomicUsize::new(0)),
+        cert(),
     );
     let codecs = match flags & 3 {
         0 => vec![Codec::Vp8],

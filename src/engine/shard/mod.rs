@@ -198,8 +198,9 @@ pub enum Fault {
     Shard,
 }
 
-/// A DTLS certificate (ECDSA P-256, self-signed) for one shard's peers.
-fn shard_cert() -> Option<DtlsCert> {
+/// A DTLS certificate (ECDSA P-256, self-signed) for one shard's peers; `None` (logged) if the
+/// crypto provider could not make one.
+pub fn shard_cert() -> Option<DtlsCert> {
     match str0m::crypto::from_feature_flags()
         .dtls_provider
         .generate_certificate()
@@ -214,11 +215,24 @@ fn shard_cert() -> Option<DtlsCert> {
 
 impl Core {
     /// A shard core. `peer_count` mirrors [`Core::peer_count`] for whoever balances load.
+    /// Generates the shard's DTLS certificate ([`shard_cert`]).
     pub fn new(
         now: Instant,
         s: Settings,
         metrics: ShardMetrics,
         peer_count: Arc<AtomicUsize>,
+    ) -> Core {
+        Core::with_cert(now, s, metrics, peer_count, shard_cert())
+    }
+
+    /// A shard core whose peers use `cert` (`None`: str0m makes one per peer). For callers
+    /// that make many cores, such as the fuzz targets, and share one key generation.
+    pub fn with_cert(
+        now: Instant,
+        s: Settings,
+        metrics: ShardMetrics,
+        peer_count: Arc<AtomicUsize>,
+        cert: Option<DtlsCert>,
     ) -> Core {
         Core {
             s,
@@ -233,7 +247,7 @@ impl Core {
             events: Vec::new(),
             replies: Vec::new(),
             recorded: Vec::new(),
-            dtls_cert: shard_cert(),
+            dtls_cert: cert,
             local_media: Vec::new(),
             fan_viewers: Vec::new(),
             #[cfg(feature = "fault-injection")]
