@@ -1035,6 +1035,9 @@ async function main() {
     const shown = await fetch(`${hk.http}/api/v1/shows/demo`, { headers: { Authorization: `Bearer ${adminToken}` } });
     const state = shown.ok ? (await shown.json()).state : `HTTP ${shown.status}`;
     assert(state === 'ended', `after End show the show is ${state}, not ended`);
+    // An ended show cannot go live again (WHIP answers 409): the studio does not offer it.
+    const again = await studio.evaluate(() => ({ hidden: document.getElementById('golive').hidden, disabled: document.getElementById('golive').disabled }));
+    assert(again.disabled, `after End show, Go live is offered again: ${JSON.stringify(again)}`);
     for (const b of res.browsers) await b.close();
     res.browsers = [];
     hk.proc.kill('SIGTERM');

@@ -39,6 +39,8 @@ let stream = null;
 let products = new Map();
 /** sku on screen, or null. */
 let onAir = null;
+// The show has ended (here, or the server said so): it cannot go live again.
+let ended = false;
 let orders = 0;
 let questions = 0;
 
@@ -86,7 +88,7 @@ function setStatus(kind, text) {
 
 function refreshButtons() {
   const live = !!studio;
-  ui.golive.disabled = live || !stream || !token;
+  ui.golive.disabled = live || ended || !stream || !token;
   ui.golive.hidden = live;
   ui.end.disabled = !live;
   ui.end.hidden = !live;
@@ -227,13 +229,17 @@ async function goLive() {
     ui.conn.textContent = '';
     toast('You are live!', 'ok');
   } catch (e) {
-    setStatus('off', 'Offline');
+    // 409 is also the answer for a show that has ended (the server's reason says which).
+    ended = e.status === 409 && /ended/.test(String(e.message));
+    setStatus(ended ? 'ended' : 'off', ended ? 'Ended' : 'Offline');
     const why =
       e.status === 401 || e.status === 403
         ? 'The token is not valid for this show.'
-        : e.status === 409
-          ? 'This show already has a live publisher (another tab?).'
-          : e.message;
+        : ended
+          ? 'This show has ended; create a new show to go live again.'
+          : e.status === 409
+            ? 'This show already has a live publisher (another tab?).'
+            : e.message;
     ui.conn.textContent = why;
     toast(why, 'bad');
     if (e.status === 401 || e.status === 403) {
@@ -274,9 +280,11 @@ async function end() {
   if (why) {
     toast(`Stream stopped, but the show could not be ended: ${why}`, 'bad');
   } else {
+    ended = true;
     setStatus('ended', 'Ended');
     toast('Show ended');
   }
+  refreshButtons();
 }
 
 function wire(s) {
