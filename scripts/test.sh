@@ -144,7 +144,7 @@ GST_WEBRTCHTTP_VERSION=0.10.8
 INTEROP_DIR="$ROOT/target/interop"
 GST_PLUGIN_DIR="$INTEROP_DIR/gst-plugins"
 GST_APT=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   libssl-dev pkg-config iproute2 util-linux)
 missing=()

@@ -1,9 +1,9 @@
 //! Interop with GStreamer's WebRTC stack against the real `hawker` binary: `whipsink`
 //! (gst-plugins-rs `webrtchttp`, on webrtcbin + libnice + OpenSSL) publishes H.264 + Opus (one
 //! cell) or VP8 + Opus (another), and a webrtc-rs viewer and an aiortc viewer (which decodes
-//! the video) watch over WHEP; and `whepsrc` watches a `whipsink` VP8 + Opus publisher and
-//! decodes the video (libvpx) for 20 s, past the 15 s without ICE checks after which
-//! GStreamer 1.22 peers used to be dropped.
+//! the video) watch over WHEP; and `whepsrc` watches a `whipsink` VP8 + Opus publisher (one
+//! cell) or H.264 + Opus (another) and decodes the video (libvpx, libav) for 20 s, past the
+//! 15 s without ICE checks after which GStreamer 1.22 peers used to be dropped.
 //!
 //! webrtcbin presents a self-signed **RSA-2048** DTLS certificate, so this is the test that
 //! hawker's DTLS server accepts RSA client certificates (see `patches/README.md`). The cell
@@ -34,16 +34,25 @@ const MEDIA_IP: &str = "127.0.0.2";
 
 /// Whether GStreamer with `whipsink` is usable; `Err` says what is missing.
 fn gstreamer_ready() -> Result<(), String> {
-    let out = Command::new("gst-inspect-1.0")
-        .arg("whipsink")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("gst-inspect-1.0 not runnable: {e}"))?;
-    if !out.success() {
-        return Err(
-            "GStreamer has no whipsink (GST_PLUGIN_PATH without gst-plugin-webrtchttp)".into(),
-        );
+    for (element, why) in [
+        (
+            "whipsink",
+            "GStreamer has no whipsink (GST_PLUGIN_PATH without gst-plugin-webrtchttp)",
+        ),
+        (
+            "avdec_h264",
+            "GStreamer has no avdec_h264 (Debian's gstreamer1.0-libav)",
+        ),
+    ] {
+        let out = Command::new("gst-inspect-1.0")
+            .arg(element)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("gst-inspect-1.0 not runnable: {e}"))?;
+        if !out.success() {
+            return Err(why.into());
+        }
     }
     Ok(())
 }
@@ -111,20 +120,31 @@ fn whipsink(endpoint: &str, token: &str, codec: support::VideoCodec) -> Proc {
         .expect("gst-launch-1.0 starts")
 }
 
-/// `gst-launch-1.0 -e -v` watching over WHEP with `whepsrc`, decoding VP8 (libvpx) and Opus;
-/// `fpsdisplaysink` reports the decoded video frames on stdout (`-v`).
+/// `gst-launch-1.0 -e -v` watching over WHEP with `whepsrc`, decoding VP8 (libvpx) or H.264
+/// (libav's `avdec_h264`: Debian 12's `openh264dec` fails on x264's frames even without hawker
+/// in between) and Opus; `fpsdisplaysink` reports the decoded video frames on stdout (`-v`).
 ///
 /// whepsrc 0.10.8 offers exactly its `video-caps`/`audio-caps` (its defaults, bare
 /// `video/x-vp8` etc., make webrtcbin 1.22 fail to build the offer). Opus needs
 /// `encoding-params=2`: without it the offer says `OPUS/48000`, hawker answers the audio line
 /// with port 0, webrtcbin wants to negotiate again, and whepsrc then POSTs a second offer
 /// (with two more transceivers) whose answer restarts ICE: the viewer's ICE fails.
-fn whepsrc(endpoint: &str) -> Proc {
+fn whepsrc(endpoint: &str, codec: support::VideoCodec) -> Proc {
+    let (caps, decode) = match codec {
+        support::VideoCodec::Vp8 => (
+            "encoding-name=(string)VP8,payload=(int)96,clock-rate=(int)90000",
+            "rtpvp8depay ! vp8dec name=dec",
+        ),
+        support::VideoCodec::H264 => (
+            "encoding-name=(string)H264,payload=(int)102,clock-rate=(int)90000,packetization-mode=(string)1,profile-level-id=(string)42e01f",
+            "rtph264depay ! h264parse ! avdec_h264 name=dec",
+        ),
+    };
     let pipeline = format!(
         "whepsrc name=whep whep-endpoint={endpoint} \
-         video-caps=application/x-rtp,media=(string)video,encoding-name=(string)VP8,payload=(int)96,clock-rate=(int)90000 \
+         video-caps=application/x-rtp,media=(string)video,{caps} \
          audio-caps=application/x-rtp,media=(string)audio,encoding-name=(string)OPUS,payload=(int)111,clock-rate=(int)48000,encoding-params=(string)2 \
-         whep. ! application/x-rtp,media=video ! rtpvp8depay ! vp8dec \
+         whep. ! application/x-rtp,media=video ! {decode} \
          ! fpsdisplaysink name=fps video-sink=fakesink text-overlay=false \
          whep. ! application/x-rtp,media=audio ! rtpopusdepay ! opusdec ! fakesink"
     );
@@ -159,7 +179,7 @@ fn watch_frames(child: &mut Proc) -> Frames {
             {
                 g.0 = n;
             }
-            if line.contains("vp8dec0.GstPad:src: caps = video/x-raw") {
+            if line.contains(":dec.GstPad:src: caps = video/x-raw") {
                 let num = |key: &str| {
                     line.split(key)
                         .nth(1)
@@ -233,15 +253,29 @@ fn gstreamer_whipsink_vp8_to_webrtc_rs_viewer() {
 
 #[test]
 fn gstreamer_whipsink_vp8_to_whepsrc_viewer() {
-    netns_run("gstreamer_whipsink_vp8_to_whepsrc_viewer", whepsrc_cell);
+    netns_run("gstreamer_whipsink_vp8_to_whepsrc_viewer", || {
+        whepsrc_cell(support::VideoCodec::Vp8)
+    });
 }
 
-/// whipsink (VP8 + Opus) → hawker → whepsrc, which decodes the video. Both are GStreamer 1.22
-/// peers, whose libnice sends no ICE check after nomination: the cell runs past the 15 s
-/// after which str0m's ICE-lite agent gives such a pair up, and checks both stay.
-async fn whepsrc_cell() {
+#[test]
+fn gstreamer_whipsink_h264_to_whepsrc_viewer() {
+    netns_run("gstreamer_whipsink_h264_to_whepsrc_viewer", || {
+        whepsrc_cell(support::VideoCodec::H264)
+    });
+}
+
+/// whipsink (VP8 or H.264, + Opus) → hawker → whepsrc, which decodes the video. Both are
+/// GStreamer 1.22 peers, whose libnice sends no ICE check after nomination: the cell runs past
+/// the 15 s after which str0m's ICE-lite agent gives such a pair up, and checks both stay.
+/// Each codec's cell has its own ports (the cells may run at once, each in its namespace).
+async fn whepsrc_cell(codec: support::VideoCodec) {
     support::init_logging();
-    let hawker = Hawker::start("gstwhep", MEDIA_IP, 18481, 19481);
+    let (http, metrics) = match codec {
+        support::VideoCodec::Vp8 => (18481, 19481),
+        support::VideoCodec::H264 => (18482, 19482),
+    };
+    let hawker = Hawker::start("gstwhep", MEDIA_IP, http, metrics);
     let up = Instant::now();
     while get_raw_ok(&hawker.metrics).await.is_none() {
         assert!(
@@ -253,17 +287,13 @@ async fn whepsrc_cell() {
     }
     let show = "gstwhep";
     let token = hawker.token(show, "publisher");
-    let mut publisher = whipsink(
-        &format!("{}/whip/{show}", hawker.http),
-        &token,
-        support::VideoCodec::Vp8,
-    );
+    let mut publisher = whipsink(&format!("{}/whip/{show}", hawker.http), &token, codec);
     let live = hawker
         .wait_metric("hawker_media_keyframes_in_total", &[], |n| n >= 1.0)
         .await;
     assert!(live >= 1.0, "whipsink publishes:\n{}", hawker.log());
 
-    let mut viewer = whepsrc(&format!("{}/whep/{show}", hawker.http));
+    let mut viewer = whepsrc(&format!("{}/whep/{show}", hawker.http), codec);
     let frames = watch_frames(&mut viewer);
     let started = Instant::now();
     // 20 s of viewing: past the 15 s without ICE checks after which both peers used to be
@@ -281,7 +311,9 @@ async fn whepsrc_cell() {
         );
     }
     let (decoded, size) = *frames.lock().unwrap();
-    eprintln!("whepsrc decoded {decoded} VP8 frames in 20 s ({at_15} by 15 s), size {size:?}");
+    eprintln!(
+        "whepsrc decoded {decoded} {codec:?} frames in 20 s ({at_15} by 15 s), size {size:?}"
+    );
     assert!(
         decoded >= 300,
         "whepsrc decodes the stream: {decoded} frames"
