@@ -1,7 +1,7 @@
 //! Interop with GStreamer's WebRTC stack against the real `hawker` binary: `whipsink`
 //! (gst-plugins-rs `webrtchttp`, on webrtcbin + libnice + OpenSSL) publishes H.264 + Opus (one
 //! cell) or VP8 + Opus (another), and a webrtc-rs viewer and an aiortc viewer (which decodes
-//! the video) watch over WHEP; and `whepsrc` watches a `whipsink` VP8 + Opus publisher (one
+//! the video) and headless Chromium (which plays it) watch over WHEP; and `whepsrc` watches a `whipsink` VP8 + Opus publisher (one
 //! cell) or H.264 + Opus (another) and decodes the video (libvpx, libav) for 20 s, past the
 //! 15 s without ICE checks after which GStreamer 1.22 peers used to be dropped.
 //!
@@ -461,6 +461,40 @@ async fn whipsink_cell(codec: support::VideoCodec) {
         );
         assert_eq!(report["delete"], 200, "aiortc viewer DELETE: {report}");
     }
+    // And headless Chromium (libwebrtc) plays it in a <video>: frames decoded at whipsink's size.
+    if support::chromium::ready_or_skip() {
+        let report = support::chromium::run_peer(
+            vec![
+                "view".into(),
+                format!("{}/whep/{show}", hawker.http),
+                "15".into(),
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
+        eprintln!("Chromium viewer: {report}");
+        assert_eq!(report["status"], 201, "{report}");
+        assert_eq!(report["connected"], true, "{report}");
+        assert!(
+            report["frames"].as_u64() >= Some(30),
+            "Chromium decodes whipsink's {codec:?}: {report}"
+        );
+        assert_eq!(
+            (report["width"].as_u64(), report["height"].as_u64()),
+            (Some(320), Some(240)),
+            "{report}"
+        );
+        let mime = report["codec"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let want = match codec {
+            support::VideoCodec::H264 => "video/h264",
+            support::VideoCodec::Vp8 => "video/vp8",
+        };
+        assert_eq!(mime, want, "{report}");
+        assert_eq!(report["delete"], 200, "Chromium viewer DELETE: {report}");
+    }
     assert_eq!(viewer.close().await.unwrap(), 200, "viewer DELETE");
     interrupt(&mut gst).await;
     let left = hawker.wait_metric("hawker_peers", &[], |n| n == 0.0).await;
@@ -478,11 +512,9 @@ async fn whipsink_cell(codec: support::VideoCodec) {
             &["route=\"/whep/{show}/{session}\"", "status=\"200\""],
         )
         .await;
-    let viewers = if support::aiortc::aiortc_ready().is_ok() {
-        2.0
-    } else {
-        1.0
-    };
+    let viewers = 1.0
+        + f64::from(u8::from(support::aiortc::aiortc_ready().is_ok()))
+        + f64::from(u8::from(support::chromium::missing().is_empty()));
     assert_eq!(
         deletes, viewers,
         "the viewers ended their sessions with DELETE"
