@@ -3,7 +3,8 @@
 //! cell) or VP8 + Opus (another), and a webrtc-rs viewer and an aiortc viewer (which decodes
 //! the video) and headless Chromium (which plays it) watch over WHEP; and `whepsrc` watches a `whipsink` VP8 + Opus publisher (one
 //! cell) or H.264 + Opus (another) and decodes the video (libvpx, libav) for 20 s, past the
-//! 15 s without ICE checks after which GStreamer 1.22 peers used to be dropped.
+//! 15 s without ICE checks after which GStreamer 1.22 peers used to be dropped; two more cells
+//! have headless Chromium publish (VP8, H.264) to a `whepsrc` viewer.
 //!
 //! webrtcbin presents a self-signed **RSA-2048** DTLS certificate, so this is the test that
 //! hawker's DTLS server accepts RSA client certificates (see `patches/README.md`). The cell
@@ -254,26 +255,55 @@ fn gstreamer_whipsink_vp8_to_webrtc_rs_viewer() {
 #[test]
 fn gstreamer_whipsink_vp8_to_whepsrc_viewer() {
     netns_run("gstreamer_whipsink_vp8_to_whepsrc_viewer", || {
-        whepsrc_cell(support::VideoCodec::Vp8)
+        whepsrc_cell(Source::Whipsink, support::VideoCodec::Vp8)
     });
 }
 
 #[test]
 fn gstreamer_whipsink_h264_to_whepsrc_viewer() {
     netns_run("gstreamer_whipsink_h264_to_whepsrc_viewer", || {
-        whepsrc_cell(support::VideoCodec::H264)
+        whepsrc_cell(Source::Whipsink, support::VideoCodec::H264)
     });
+}
+
+#[test]
+fn chromium_vp8_to_whepsrc_viewer() {
+    netns_run("chromium_vp8_to_whepsrc_viewer", || {
+        whepsrc_cell(Source::Chromium, support::VideoCodec::Vp8)
+    });
+}
+
+#[test]
+fn chromium_h264_to_whepsrc_viewer() {
+    netns_run("chromium_h264_to_whepsrc_viewer", || {
+        whepsrc_cell(Source::Chromium, support::VideoCodec::H264)
+    });
+}
+
+/// Who publishes to a `whepsrc` cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `whipsink` (320×240 test pattern).
+    Whipsink,
+    /// Headless Chromium's fake camera (`tests/browser/peer.mjs publish`, 640×480, starting
+    /// lower while its bandwidth estimate ramps).
+    Chromium,
 }
 
 /// whipsink (VP8 or H.264, + Opus) → hawker → whepsrc, which decodes the video. Both are
 /// GStreamer 1.22 peers, whose libnice sends no ICE check after nomination: the cell runs past
 /// the 15 s after which str0m's ICE-lite agent gives such a pair up, and checks both stay.
-/// Each codec's cell has its own ports (the cells may run at once, each in its namespace).
-async fn whepsrc_cell(codec: support::VideoCodec) {
+/// Each cell has its own ports (the cells may run at once, each in its namespace).
+async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
     support::init_logging();
-    let (http, metrics) = match codec {
-        support::VideoCodec::Vp8 => (18481, 19481),
-        support::VideoCodec::H264 => (18482, 19482),
+    if source == Source::Chromium && !support::chromium::ready_or_skip() {
+        return;
+    }
+    let (http, metrics) = match (source, codec) {
+        (Source::Whipsink, support::VideoCodec::Vp8) => (18481, 19481),
+        (Source::Whipsink, support::VideoCodec::H264) => (18482, 19482),
+        (Source::Chromium, support::VideoCodec::Vp8) => (18483, 19483),
+        (Source::Chromium, support::VideoCodec::H264) => (18484, 19484),
     };
     let hawker = Hawker::start("gstwhep", MEDIA_IP, http, metrics);
     let up = Instant::now();
@@ -287,11 +317,31 @@ async fn whepsrc_cell(codec: support::VideoCodec) {
     }
     let show = "gstwhep";
     let token = hawker.token(show, "publisher");
-    let mut publisher = whipsink(&format!("{}/whip/{show}", hawker.http), &token, codec);
+    let whip = format!("{}/whip/{show}", hawker.http);
+    let (mut publisher, browser) = match source {
+        Source::Whipsink => (Some(whipsink(&whip, &token, codec)), None),
+        // Long enough for the 20 s of viewing below; it DELETEs its session at the end.
+        Source::Chromium => (
+            None,
+            Some(tokio::spawn(support::chromium::run_peer(
+                vec![
+                    "publish".into(),
+                    whip,
+                    token.clone(),
+                    "40".into(),
+                    match codec {
+                        support::VideoCodec::Vp8 => "vp8".into(),
+                        support::VideoCodec::H264 => "h264".into(),
+                    },
+                ],
+                Duration::from_secs(90),
+            ))),
+        ),
+    };
     let live = hawker
         .wait_metric("hawker_media_keyframes_in_total", &[], |n| n >= 1.0)
         .await;
-    assert!(live >= 1.0, "whipsink publishes:\n{}", hawker.log());
+    assert!(live >= 1.0, "{source:?} publishes:\n{}", hawker.log());
 
     let mut viewer = whepsrc(&format!("{}/whep/{show}", hawker.http), codec);
     let frames = watch_frames(&mut viewer);
@@ -312,17 +362,30 @@ async fn whepsrc_cell(codec: support::VideoCodec) {
     }
     let (decoded, size) = *frames.lock().unwrap();
     eprintln!(
-        "whepsrc decoded {decoded} {codec:?} frames in 20 s ({at_15} by 15 s), size {size:?}"
+        "whepsrc decoded {decoded} {codec:?} frames of {source:?} in 20 s ({at_15} by 15 s), size {size:?}"
     );
+    // whipsink sends 30 fps; Chromium's encoder drops frames when the machine is busy (about
+    // 20 fps here with other tests running), so its floor is 10 fps.
+    let floor = match source {
+        Source::Whipsink => 300,
+        Source::Chromium => 200,
+    };
     assert!(
-        decoded >= 300,
-        "whepsrc decodes the stream: {decoded} frames"
+        decoded >= floor,
+        "whepsrc decodes the stream: {decoded} frames (at least {floor})"
     );
     assert!(
         decoded >= at_15 + 90,
         "frames keep coming after 15 s: {at_15} then {decoded}"
     );
-    assert_eq!(size, Some((320, 240)), "decoded frame size");
+    match source {
+        Source::Whipsink => assert_eq!(size, Some((320, 240)), "decoded frame size"),
+        // Chromium's encoder picks the size as its estimate ramps, up to the camera's 640×480.
+        Source::Chromium => assert!(
+            size.is_some_and(|(w, h)| (160..=640).contains(&w) && w * 3 == h * 4),
+            "decoded frame size {size:?}"
+        ),
+    }
     assert_eq!(
         hawker.metric("hawker_peers", &["role=\"viewer\""]).await,
         1.0,
@@ -331,7 +394,7 @@ async fn whepsrc_cell(codec: support::VideoCodec) {
     assert_eq!(
         hawker.metric("hawker_peers", &["role=\"publisher\""]).await,
         1.0,
-        "the whipsink session outlives 15 s without ICE checks"
+        "the {source:?} session outlives 15 s of whepsrc without ICE checks"
     );
     assert_eq!(
         hawker.metric("hawker_dtls_failures_total", &[]).await,
@@ -353,7 +416,15 @@ async fn whepsrc_cell(codec: support::VideoCodec) {
         )
         .await;
     eprintln!("whepsrc DELETE answered 200: {deletes} time(s)");
-    interrupt(&mut publisher).await;
+    if let Some(p) = publisher.as_mut() {
+        interrupt(p).await;
+    }
+    if let Some(b) = browser {
+        let report = b.await.expect("the Chromium publisher's task");
+        eprintln!("Chromium publisher: {report}");
+        assert_eq!(report["status"], 201, "{report}");
+        assert_eq!(report["delete"], 200, "Chromium publisher DELETE: {report}");
+    }
     hawker.assert_all_gone().await;
 }
 
