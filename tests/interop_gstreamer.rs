@@ -280,6 +280,20 @@ fn chromium_h264_to_whepsrc_viewer() {
     });
 }
 
+#[test]
+fn aiortc_vp8_to_whepsrc_viewer() {
+    netns_run("aiortc_vp8_to_whepsrc_viewer", || {
+        whepsrc_cell(Source::Aiortc, support::VideoCodec::Vp8)
+    });
+}
+
+#[test]
+fn aiortc_h264_to_whepsrc_viewer() {
+    netns_run("aiortc_h264_to_whepsrc_viewer", || {
+        whepsrc_cell(Source::Aiortc, support::VideoCodec::H264)
+    });
+}
+
 /// Who publishes to a `whepsrc` cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -288,6 +302,8 @@ enum Source {
     /// Headless Chromium's fake camera (`tests/browser/peer.mjs publish`, 640×480, starting
     /// lower while its bandwidth estimate ramps).
     Chromium,
+    /// aiortc (`tests/interop/aiortc_peer.py publish`, 320×240 through PyAV).
+    Aiortc,
 }
 
 /// whipsink (VP8 or H.264, + Opus) → hawker → whepsrc, which decodes the video. Both are
@@ -299,11 +315,16 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
     if source == Source::Chromium && !support::chromium::ready_or_skip() {
         return;
     }
+    if source == Source::Aiortc && !support::aiortc::ready_or_skip() {
+        return;
+    }
     let (http, metrics) = match (source, codec) {
         (Source::Whipsink, support::VideoCodec::Vp8) => (18481, 19481),
         (Source::Whipsink, support::VideoCodec::H264) => (18482, 19482),
         (Source::Chromium, support::VideoCodec::Vp8) => (18483, 19483),
         (Source::Chromium, support::VideoCodec::H264) => (18484, 19484),
+        (Source::Aiortc, support::VideoCodec::Vp8) => (18485, 19485),
+        (Source::Aiortc, support::VideoCodec::H264) => (18486, 19486),
     };
     let hawker = Hawker::start("gstwhep", MEDIA_IP, http, metrics);
     let up = Instant::now();
@@ -318,25 +339,27 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
     let show = "gstwhep";
     let token = hawker.token(show, "publisher");
     let whip = format!("{}/whip/{show}", hawker.http);
-    let (mut publisher, browser) = match source {
+    let (mut publisher, peer) = match source {
         Source::Whipsink => (Some(whipsink(&whip, &token, codec)), None),
-        // Long enough for the 20 s of viewing below; it DELETEs its session at the end.
-        Source::Chromium => (
-            None,
-            Some(tokio::spawn(support::chromium::run_peer(
-                vec![
-                    "publish".into(),
-                    whip,
-                    token.clone(),
-                    "40".into(),
-                    match codec {
-                        support::VideoCodec::Vp8 => "vp8".into(),
-                        support::VideoCodec::H264 => "h264".into(),
-                    },
-                ],
-                Duration::from_secs(90),
-            ))),
-        ),
+        // Long enough for the 20 s of viewing below; they DELETE their session at the end.
+        Source::Chromium | Source::Aiortc => {
+            let args = vec![
+                "publish".into(),
+                whip,
+                token.clone(),
+                "40".into(),
+                match codec {
+                    support::VideoCodec::Vp8 => "vp8".into(),
+                    support::VideoCodec::H264 => "h264".into(),
+                },
+            ];
+            let task = if source == Source::Chromium {
+                tokio::spawn(support::chromium::run_peer(args, Duration::from_secs(90)))
+            } else {
+                tokio::spawn(support::aiortc::run_peer(args, Duration::from_secs(90)))
+            };
+            (None, Some(task))
+        }
     };
     let live = hawker
         .wait_metric("hawker_media_keyframes_in_total", &[], |n| n >= 1.0)
@@ -368,7 +391,7 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
     // 20 fps here with other tests running), so its floor is 10 fps.
     let floor = match source {
         Source::Whipsink => 300,
-        Source::Chromium => 200,
+        Source::Chromium | Source::Aiortc => 200,
     };
     assert!(
         decoded >= floor,
@@ -379,7 +402,9 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
         "frames keep coming after 15 s: {at_15} then {decoded}"
     );
     match source {
-        Source::Whipsink => assert_eq!(size, Some((320, 240)), "decoded frame size"),
+        Source::Whipsink | Source::Aiortc => {
+            assert_eq!(size, Some((320, 240)), "decoded frame size")
+        }
         // Chromium's encoder picks the size as its estimate ramps, up to the camera's 640×480.
         Source::Chromium => assert!(
             size.is_some_and(|(w, h)| (160..=640).contains(&w) && w * 3 == h * 4),
@@ -419,11 +444,14 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
     if let Some(p) = publisher.as_mut() {
         interrupt(p).await;
     }
-    if let Some(b) = browser {
-        let report = b.await.expect("the Chromium publisher's task");
-        eprintln!("Chromium publisher: {report}");
+    if let Some(b) = peer {
+        let report = b.await.expect("the publisher's task");
+        eprintln!("{source:?} publisher: {report}");
         assert_eq!(report["status"], 201, "{report}");
-        assert_eq!(report["delete"], 200, "Chromium publisher DELETE: {report}");
+        assert_eq!(
+            report["delete"], 200,
+            "{source:?} publisher DELETE: {report}"
+        );
     }
     hawker.assert_all_gone().await;
 }
