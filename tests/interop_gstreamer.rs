@@ -130,8 +130,11 @@ fn whipsink(endpoint: &str, token: &str, codec: support::VideoCodec) -> Proc {
 /// `encoding-params=2`: without it the offer says `OPUS/48000`, hawker answers the audio line
 /// with port 0, webrtcbin wants to negotiate again, and whepsrc then POSTs a second offer
 /// (with two more transceivers) whose answer restarts ICE: the viewer's ICE fails.
-fn whepsrc(endpoint: &str, codec: support::VideoCodec) -> Proc {
-    let (caps, decode) = match codec {
+///
+/// With `decode` false (a publisher whose frames are synthetic, not decodable) the RTP goes to
+/// a `fakesink name=vsink silent=false` instead, whose `last-message` lines count the packets.
+fn whepsrc(endpoint: &str, codec: support::VideoCodec, decode: bool) -> Proc {
+    let (caps, decoder) = match codec {
         support::VideoCodec::Vp8 => (
             "encoding-name=(string)VP8,payload=(int)96,clock-rate=(int)90000",
             "rtpvp8depay ! vp8dec name=dec",
@@ -141,13 +144,22 @@ fn whepsrc(endpoint: &str, codec: support::VideoCodec) -> Proc {
             "rtph264depay ! h264parse ! avdec_h264 name=dec",
         ),
     };
+    let branches = if decode {
+        format!(
+            "whep. ! application/x-rtp,media=video ! {decoder} \
+             ! fpsdisplaysink name=fps video-sink=fakesink text-overlay=false \
+             whep. ! application/x-rtp,media=audio ! rtpopusdepay ! opusdec ! fakesink"
+        )
+    } else {
+        "whep. ! application/x-rtp,media=video ! fakesink name=vsink silent=false sync=false \
+         whep. ! application/x-rtp,media=audio ! fakesink sync=false"
+            .to_string()
+    };
     let pipeline = format!(
         "whepsrc name=whep whep-endpoint={endpoint} \
          video-caps=application/x-rtp,media=(string)video,{caps} \
          audio-caps=application/x-rtp,media=(string)audio,encoding-name=(string)OPUS,payload=(int)111,clock-rate=(int)48000,encoding-params=(string)2 \
-         whep. ! application/x-rtp,media=video ! {decode} \
-         ! fpsdisplaysink name=fps video-sink=fakesink text-overlay=false \
-         whep. ! application/x-rtp,media=audio ! rtpopusdepay ! opusdec ! fakesink"
+         {branches}"
     );
     Command::new("gst-launch-1.0")
         .args(["-e", "-v"])
@@ -179,6 +191,10 @@ fn watch_frames(child: &mut Proc) -> Frames {
                 .and_then(|n| n.parse().ok())
             {
                 g.0 = n;
+            }
+            // Receive-only pipelines: one `last-message` per RTP packet reaching the sink.
+            if line.contains(":vsink: last-message = chain") {
+                g.0 += 1;
             }
             if line.contains(":dec.GstPad:src: caps = video/x-raw") {
                 let num = |key: &str| {
@@ -294,6 +310,13 @@ fn aiortc_h264_to_whepsrc_viewer() {
     });
 }
 
+#[test]
+fn webrtc_rs_vp8_to_whepsrc_viewer() {
+    netns_run("webrtc_rs_vp8_to_whepsrc_viewer", || {
+        whepsrc_cell(Source::WebrtcRs, support::VideoCodec::Vp8)
+    });
+}
+
 /// Who publishes to a `whepsrc` cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -304,6 +327,9 @@ enum Source {
     Chromium,
     /// aiortc (`tests/interop/aiortc_peer.py publish`, 320×240 through PyAV).
     Aiortc,
+    /// webrtc-rs (`support::Publisher`, 30 synthetic frames a second, one packet each): not
+    /// decodable, so whepsrc counts the RTP packets it receives instead of decoded frames.
+    WebrtcRs,
 }
 
 /// whipsink (VP8 or H.264, + Opus) → hawker → whepsrc, which decodes the video. Both are
@@ -325,6 +351,7 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
         (Source::Chromium, support::VideoCodec::H264) => (18484, 19484),
         (Source::Aiortc, support::VideoCodec::Vp8) => (18485, 19485),
         (Source::Aiortc, support::VideoCodec::H264) => (18486, 19486),
+        (Source::WebrtcRs, _) => (18487, 19487),
     };
     let hawker = Hawker::start("gstwhep", MEDIA_IP, http, metrics);
     let up = Instant::now();
@@ -339,8 +366,25 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
     let show = "gstwhep";
     let token = hawker.token(show, "publisher");
     let whip = format!("{}/whip/{show}", hawker.http);
+    let mut rs_publisher = None;
     let (mut publisher, peer) = match source {
         Source::Whipsink => (Some(whipsink(&whip, &token, codec)), None),
+        Source::WebrtcRs => {
+            let p = support::Publisher::connect(
+                &whip,
+                &token,
+                support::PublisherOpts {
+                    video_codec: codec,
+                    keyframe_interval: Some(30),
+                    ..support::PublisherOpts::default()
+                },
+            )
+            .await
+            .expect("webrtc-rs publisher connects");
+            p.start_streaming(30);
+            rs_publisher = Some(p);
+            (None, None)
+        }
         // Long enough for the 20 s of viewing below; they DELETE their session at the end.
         Source::Chromium | Source::Aiortc => {
             let args = vec![
@@ -366,7 +410,8 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
         .await;
     assert!(live >= 1.0, "{source:?} publishes:\n{}", hawker.log());
 
-    let mut viewer = whepsrc(&format!("{}/whep/{show}", hawker.http), codec);
+    let decodable = source != Source::WebrtcRs;
+    let mut viewer = whepsrc(&format!("{}/whep/{show}", hawker.http), codec, decodable);
     let frames = watch_frames(&mut viewer);
     let started = Instant::now();
     // 20 s of viewing: past the 15 s without ICE checks after which both peers used to be
@@ -385,12 +430,12 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
     }
     let (decoded, size) = *frames.lock().unwrap();
     eprintln!(
-        "whepsrc decoded {decoded} {codec:?} frames of {source:?} in 20 s ({at_15} by 15 s), size {size:?}"
+        "whepsrc counted {decoded} {codec:?} frames (packets for WebrtcRs) of {source:?} in 20 s ({at_15} by 15 s), size {size:?}"
     );
     // whipsink sends 30 fps; Chromium's encoder drops frames when the machine is busy (about
     // 20 fps here with other tests running), so its floor is 10 fps.
     let floor = match source {
-        Source::Whipsink => 300,
+        Source::Whipsink | Source::WebrtcRs => 300,
         Source::Chromium | Source::Aiortc => 200,
     };
     assert!(
@@ -405,6 +450,7 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
         Source::Whipsink | Source::Aiortc => {
             assert_eq!(size, Some((320, 240)), "decoded frame size")
         }
+        Source::WebrtcRs => assert_eq!(size, None, "nothing decoded"),
         // Chromium's encoder picks the size as its estimate ramps, up to the camera's 640×480.
         Source::Chromium => assert!(
             size.is_some_and(|(w, h)| (160..=640).contains(&w) && w * 3 == h * 4),
@@ -443,6 +489,9 @@ async fn whepsrc_cell(source: Source, codec: support::VideoCodec) {
     eprintln!("whepsrc DELETE answered 200: {deletes} time(s)");
     if let Some(p) = publisher.as_mut() {
         interrupt(p).await;
+    }
+    if let Some(p) = rs_publisher {
+        assert_eq!(p.close().await.unwrap(), 200, "webrtc-rs publisher DELETE");
     }
     if let Some(b) = peer {
         let report = b.await.expect("the publisher's task");
