@@ -158,13 +158,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         }));
     }
     // The public listener faces the internet: header timeout and connection cap.
+    let limits = http::listener::Limits {
+        header_read_timeout: app.cfg.http.header_read_timeout,
+        max_connections: app.cfg.http.max_connections,
+    };
     tasks.push(tokio::spawn(http::listener::serve(
         http_listener,
         http::router(app.clone()),
-        http::listener::Limits {
-            header_read_timeout: app.cfg.http.header_read_timeout,
-            max_connections: app.cfg.http.max_connections,
-        },
+        limits,
         http::listener::Gauges {
             open: app.metrics.http_connections.clone(),
             refused: app.metrics.http_connections_refused.clone(),
@@ -172,15 +173,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         rx.clone(),
     )));
     if let Some(listener) = admin_listener {
-        // Private, but the same header timeout; its connections are not counted against the
-        // public listener's cap.
+        // Private, but the same limits; its connections have their own cap (unexported
+        // gauges), so the public listener's full cap cannot lock the operator out.
         tasks.push(tokio::spawn(http::listener::serve(
             listener,
             http::admin_router(app.clone()),
-            http::listener::Limits {
-                header_read_timeout: app.cfg.http.header_read_timeout,
-                max_connections: app.cfg.http.max_connections,
-            },
+            limits,
             http::listener::Gauges {
                 open: prometheus::IntGauge::new("admin_connections", "unregistered")
                     .expect("valid gauge"),
